@@ -1,0 +1,20 @@
+# One image for every role: `rpa-ml api|worker|scheduler|standalone|migrate`.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin rpa-ml
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home /var/lib/rpa-ml rpa-ml \
+    && mkdir -p /var/lib/rpa-ml && chown rpa-ml /var/lib/rpa-ml
+COPY --from=build /src/target/release/rpa-ml /usr/local/bin/rpa-ml
+USER rpa-ml
+WORKDIR /var/lib/rpa-ml
+ENV ML_API_HOST=0.0.0.0 \
+    MODEL_STORAGE_PATH=/var/lib/rpa-ml/models \
+    FEATURE_STORE_PATH=/var/lib/rpa-ml/features
+EXPOSE 8001
+ENTRYPOINT ["rpa-ml"]
+CMD ["standalone", "--data-dir", "/var/lib/rpa-ml/data"]

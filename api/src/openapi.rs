@@ -1,0 +1,162 @@
+//! The OpenAPI 3.1 document. Written by hand (the API is small) and checked
+//! against `routes::ROUTES` by a test, so the two cannot drift apart.
+
+use serde_json::{Value, json};
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn accepted() -> Value {
+    json!({
+        "202": {"description": "Accepted: the job is durably queued",
+                 "headers": {"Location": {"schema": {"type": "string"}, "description": "status URL"}},
+                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
+        "400": error_response("Malformed JSON, unknown target, or invalid fields"),
+        "401": error_response("Missing or wrong API key"),
+        "404": error_response("None of the requested projects exist"),
+        "413": error_response("Body larger than MAX_BODY_BYTES or batch larger than MAX_PROJECTS_PER_REQUEST"),
+        "503": error_response("The ML store is unavailable"),
+    })
+}
+
+fn predict_one(target: &str) -> Value {
+    json!({"post": {
+        "summary": format!("Predict {target} for projects"),
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictOneRequest"}}}},
+        "responses": accepted(),
+    }})
+}
+
+pub fn document() -> Value {
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "rpa-ml",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Predictions for RPA projects (completion time, budget variance, risk) served as durable jobs."
+        },
+        "paths": {
+            "/health": {"get": {"summary": "Process is alive", "responses": {"200": {"description": "alive"}}}},
+            "/ready": {"get": {"summary": "ML store, queue and backend database reachable",
+                "responses": {"200": {"description": "ready"}, "503": error_response("a dependency is down; the body names it")}}},
+            "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI document"}}}},
+            "/api/v1/predict": {"post": {
+                "summary": "Predict any targets for projects or for all open projects",
+                "security": [{"bearer": []}, {"apiKey": []}],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}}},
+                "responses": accepted(),
+            }},
+            "/api/v1/predict/completion-time": predict_one("completion_time"),
+            "/api/v1/predict/budget-variance": predict_one("budget_variance"),
+            "/api/v1/predict/risk-score": predict_one("risk"),
+            "/api/v1/jobs/{id}": {"get": {
+                "summary": "Job status and result",
+                "security": [{"bearer": []}, {"apiKey": []}],
+                "parameters": [
+                    {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "wait", "in": "query", "required": false, "schema": {"type": "number", "minimum": 0},
+                     "description": "seconds to hold the request until the job ends (bounded by MAX_WAIT_SECS)"}
+                ],
+                "responses": {
+                    "200": {"description": "the job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
+                    "401": error_response("Missing or wrong API key"),
+                    "404": error_response("No such job"),
+                }
+            }},
+            "/api/v1/models": {"get": {
+                "summary": "Model versions per target with metrics and stage",
+                "security": [{"bearer": []}, {"apiKey": []}],
+                "responses": {"200": {"description": "registry"}, "401": error_response("Missing or wrong API key")}
+            }},
+            "/api/v1/models/retrain": {"post": {
+                "summary": "Retrain targets (deduplicated)",
+                "security": [{"bearer": []}, {"apiKey": []}],
+                "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RetrainRequest"}}}},
+                "responses": {
+                    "202": {"description": "new retrain job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
+                    "200": {"description": "a retrain of the same targets is already queued or running; its id is returned",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
+                    "400": error_response("Unknown target"),
+                    "401": error_response("Missing or wrong API key"),
+                    "409": error_response("Another retrain of an overlapping target set is active"),
+                }
+            }},
+            "/api/v1/models/{target}/promote": {"post": {
+                "summary": "Promote a version to production by hand (the reason is recorded)",
+                "security": [{"bearer": []}, {"apiKey": []}],
+                "parameters": [{"name": "target", "in": "path", "required": true, "schema": {"$ref": "#/components/schemas/Target"}}],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["version"],
+                    "properties": {"version": {"type": "integer"}, "reason": {"type": "string"}}}}}},
+                "responses": {"200": {"description": "promoted"}, "401": error_response("Missing or wrong API key"),
+                    "404": error_response("Unknown target or version"), "409": error_response("Already in production")}
+            }},
+            "/api/v1/models/{target}/rollback": {"post": {
+                "summary": "Put the previous production version back",
+                "security": [{"bearer": []}, {"apiKey": []}],
+                "parameters": [{"name": "target", "in": "path", "required": true, "schema": {"$ref": "#/components/schemas/Target"}}],
+                "responses": {"200": {"description": "rolled back"}, "401": error_response("Missing or wrong API key"),
+                    "404": error_response("Unknown target"), "409": error_response("Nothing to roll back to")}
+            }},
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+            },
+            "schemas": {
+                "Target": {"type": "string", "enum": ["completion_time", "budget_variance", "risk"]},
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object",
+                    "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+                "PredictRequest": {"type": "object", "required": ["targets"], "additionalProperties": false, "properties": {
+                    "targets": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Target"}},
+                    "project_ids": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1}},
+                    "all_open": {"type": "boolean"}}},
+                "PredictOneRequest": {"type": "object", "additionalProperties": false, "properties": {
+                    "project_ids": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1}},
+                    "all_open": {"type": "boolean"}}},
+                "RetrainRequest": {"type": "object", "additionalProperties": false, "properties": {
+                    "targets": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Target"}}}},
+                "Accepted": {"type": "object", "required": ["job_id", "status", "status_url"], "properties": {
+                    "job_id": {"type": "string"}, "status": {"type": "string"}, "kind": {"type": "string"},
+                    "status_url": {"type": "string"}, "deduplicated": {"type": "boolean"}, "queue_error": {"type": "string"}}},
+                "Job": {"type": "object", "properties": {
+                    "job_id": {"type": "string"}, "kind": {"type": "string", "enum": ["predict", "retrain"]},
+                    "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "dead", "cancelled"]},
+                    "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"}, "progress": {"type": "number"},
+                    "stage": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]},
+                    "result": {"type": ["object", "null"]}, "created_at": {"type": "string"},
+                    "started_at": {"type": ["string", "null"]}, "finished_at": {"type": ["string", "null"]}}}
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::ROUTES;
+
+    #[test]
+    fn document_matches_routes() {
+        let doc = document();
+        let paths = doc["paths"].as_object().expect("paths");
+        let mut documented: Vec<(String, String)> = paths
+            .iter()
+            .flat_map(|(p, ops)| {
+                ops.as_object()
+                    .into_iter()
+                    .flat_map(|o| o.keys())
+                    .map(move |m| (m.clone(), p.clone()))
+            })
+            .collect();
+        documented.sort();
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        served.sort();
+        assert_eq!(documented, served);
+    }
+}

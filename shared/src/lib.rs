@@ -1,0 +1,11 @@
+//! Types and plumbing shared by the api, worker and scheduler roles.
+
+pub mod backend;
+pub mod config;
+pub mod demo;
+pub mod jobs;
+pub mod ml;
+pub mod queue;
+pub mod store;
+pub mod submit;
+pub mod telemetry;

@@ -1,0 +1,645 @@
+//! End-to-end tests of features, training and artifacts on demo backends.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{NaiveDate, TimeZone, Utc};
+
+use super::*;
+use crate::backend::BackendDb;
+use crate::demo::{DemoConfig, generate, write_sqlite};
+
+pub(crate) const AS_OF: (i32, u32, u32) = (2026, 3, 1);
+
+pub(crate) fn as_of() -> NaiveDate {
+    NaiveDate::from_ymd_opt(AS_OF.0, AS_OF.1, AS_OF.2).unwrap()
+}
+
+pub(crate) async fn demo_sqlite(dir: &Path, projects: usize, seed: u64) -> PathBuf {
+    let path = dir.join(format!("demo-{projects}-{seed}.db"));
+    let data = generate(&DemoConfig {
+        projects,
+        seed,
+        as_of: as_of(),
+        shift: None,
+    });
+    write_sqlite(&path, &data).await.unwrap();
+    path
+}
+
+fn opts(target: Target) -> TrainOptions {
+    TrainOptions {
+        seed: 7,
+        min_training_samples: 50,
+        threshold: match target {
+            Target::CompletionTime => 5.0,
+            Target::BudgetVariance => 0.15,
+            Target::Risk => 0.75,
+        },
+    }
+}
+
+fn show(r: &TrainReport) {
+    println!(
+        "{:<16} {} holdout={:.4} start={:?} baseline={:.4} ({}) f1={:?} rows={} projects={} holdout_rows={} holdout_projects={} fit={:.2}s passed={} learner={}",
+        r.target.as_str(),
+        r.metric,
+        r.holdout,
+        r.start_snapshot_holdout.map(|v| (v * 1e4).round() / 1e4),
+        r.baseline,
+        r.baseline_name,
+        r.macro_f1.map(|v| (v * 1e4).round() / 1e4),
+        r.rows,
+        r.projects,
+        r.holdout_rows,
+        r.holdout_projects,
+        r.fit_seconds,
+        r.passed,
+        r.learner
+    );
+}
+
+fn quantiles(mut v: Vec<f64>) -> String {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return "empty".into();
+    }
+    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    format!(
+        "n={} min={:.2} p10={:.2} p25={:.2} p50={:.2} p75={:.2} p90={:.2} max={:.2}",
+        v.len(),
+        q(0.0),
+        q(0.1),
+        q(0.25),
+        q(0.5),
+        q(0.75),
+        q(0.9),
+        q(1.0)
+    )
+}
+
+fn describe(set: &TrainingSet) {
+    for target in Target::ALL {
+        let starts: Vec<f64> = set
+            .rows
+            .iter()
+            .filter(|r| r.at_start)
+            .filter_map(|r| set.value(target, r))
+            .collect();
+        let grid: Vec<f64> = set
+            .rows
+            .iter()
+            .filter(|r| r.on_grid)
+            .filter_map(|r| set.value(target, r))
+            .collect();
+        println!("{target} per project (start rows): {}", quantiles(starts));
+        println!("{target} grid rows: {}", quantiles(grid));
+    }
+}
+
+/// Manual experiment on a bigger backend: `RPA_ML_EXPERIMENT_PROJECTS=5000
+/// cargo test -p rpa-ml-shared --release experiment -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn experiment() {
+    let n: usize = std::env::var("RPA_ML_EXPERIMENT_PROJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    let dir = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let path = demo_sqlite(dir.path(), n, 42).await;
+    println!("generate+write {n}: {:.2}s", t.elapsed().as_secs_f64());
+    let db = BackendDb::connect(path.to_str().unwrap(), 2).await.unwrap();
+
+    let t = Instant::now();
+    let open = db.open_project_ids().await.unwrap();
+    let now = Utc
+        .with_ymd_and_hms(AS_OF.0, AS_OF.1, AS_OF.2, 0, 0, 0)
+        .unwrap();
+    let ex = extract_features(&db, &open, now).await.unwrap();
+    println!(
+        "features for {} open projects: {:.3}s skipped={:?}",
+        ex.rows.len(),
+        t.elapsed().as_secs_f64(),
+        ex.skipped
+    );
+
+    let t = Instant::now();
+    let set = build_training_set(&db).await.unwrap();
+    println!(
+        "training set: {:.2}s, skipped={:?}",
+        t.elapsed().as_secs_f64(),
+        set.skipped
+    );
+    for target in Target::ALL {
+        println!(
+            "  {target}: {} projects, {} rows",
+            set.projects(target),
+            set.rows(target)
+        );
+    }
+    describe(&set);
+    for target in Target::ALL {
+        let t = Instant::now();
+        let (model, report) = train(target, &set, &opts(target)).unwrap();
+        show(&report);
+        println!("  train() total {:.2}s", t.elapsed().as_secs_f64());
+        if target != Target::Risk {
+            diagnose(&set, &model, target);
+        }
+    }
+}
+
+/// Hold-out error by snapshot age, beside single features used as predictors.
+fn diagnose(set: &TrainingSet, model: &TrainedModel, target: Target) {
+    let names = feature_names();
+    let col = |n: &str| names.iter().position(|x| *x == n).unwrap();
+    let candidates = [
+        "pace_adjusted_remaining_days",
+        "remaining_effort_days",
+        "projected_remaining_by_pace",
+        "planned_remaining_days",
+    ];
+    let mut buckets: BTreeMap<&str, (f64, f64, usize, Vec<f64>)> = BTreeMap::new();
+    for r in set.rows.iter().filter(|r| r.on_grid) {
+        let p = &set.projects[r.project];
+        if !p.holdout {
+            continue;
+        }
+        let Some(y) = set.value(target, r) else {
+            continue;
+        };
+        let row = FeatureRow {
+            project_id: p.id,
+            as_of: crate::backend::time::day_start(r.cutoff),
+            values: r.values.clone(),
+            elapsed_days: r.elapsed_days,
+            start_date: None,
+            planned_days: None,
+        };
+        let pred = model.predict(&row);
+        let yhat = match target {
+            Target::CompletionTime => pred.days_remaining.unwrap(),
+            _ => pred.value.unwrap(),
+        };
+        let age = r.elapsed_days / 14.0;
+        let bucket = match age as usize {
+            0 => "k=0",
+            1..=2 => "k=1-2",
+            3..=5 => "k=3-5",
+            6..=10 => "k=6-10",
+            _ => "k>10",
+        };
+        let e = buckets
+            .entry(bucket)
+            .or_insert((0.0, 0.0, 0, vec![0.0; candidates.len()]));
+        e.0 += (yhat - y).abs();
+        e.1 += y.abs();
+        e.2 += 1;
+        for (i, c) in candidates.iter().enumerate() {
+            e.3[i] += (r.values[col(c)] - y).abs();
+        }
+    }
+    for (b, (err, mag, n, cand)) in buckets {
+        let n = n as f64;
+        print!(
+            "  {b:<7} n={n:<5} model_mae={:.3} mean|y|={:.3}",
+            err / n,
+            mag / n
+        );
+        if target == Target::CompletionTime {
+            for (i, c) in candidates.iter().enumerate() {
+                print!(" {c}={:.1}", cand[i] / n);
+            }
+        }
+        println!();
+    }
+}
+
+#[tokio::test]
+async fn trains_every_target_on_a_thousand_projects() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = demo_sqlite(dir.path(), 1000, 42).await;
+    let db = BackendDb::connect(path.to_str().unwrap(), 2).await.unwrap();
+    let set = build_training_set(&db).await.unwrap();
+    let again = build_training_set(&db).await.unwrap();
+    assert_eq!(set.fingerprint(), again.fingerprint());
+
+    let mut models = BTreeMap::new();
+    for target in Target::ALL {
+        let t = Instant::now();
+        let (model, report) = train(target, &set, &opts(target)).unwrap();
+        show(&report);
+        println!("  train() total {:.2}s", t.elapsed().as_secs_f64());
+        assert!(report.holdout.is_finite() && report.baseline.is_finite());
+        assert!(report.holdout_projects > 0 && report.projects > report.holdout_projects);
+        assert_eq!(model.target(), target);
+        let (same, _) = train(target, &set, &opts(target)).unwrap();
+        assert_eq!(
+            serde_json::to_string(&model).unwrap(),
+            serde_json::to_string(&same).unwrap(),
+            "{target}: same data and seed must give the same model"
+        );
+        if target == Target::CompletionTime {
+            assert!(
+                report.holdout < report.baseline,
+                "completion time {:.2} does not beat its baseline {:.2}",
+                report.holdout,
+                report.baseline
+            );
+        }
+        models.insert(target, model);
+    }
+
+    // Predictions for open projects are well-formed.
+    let open = db.open_project_ids().await.unwrap();
+    let now = Utc
+        .with_ymd_and_hms(AS_OF.0, AS_OF.1, AS_OF.2, 0, 0, 0)
+        .unwrap();
+    let ex = extract_features(&db, &open, now).await.unwrap();
+    assert_eq!(ex.rows.len(), open.len());
+    for row in &ex.rows {
+        let p = models[&Target::CompletionTime].predict(row);
+        let remaining = p.days_remaining.unwrap();
+        assert!(remaining >= 0.0);
+        assert!(p.value.unwrap() >= row.elapsed_days);
+        assert!(p.predicted_end_date.unwrap() >= as_of());
+        let no_budget = row.values[feature_names()
+            .iter()
+            .position(|n| *n == "budget_missing")
+            .unwrap()];
+        match models[&Target::BudgetVariance].predict(row).value {
+            Some(v) => assert!(v.is_finite() && v >= -1.0 && no_budget == 0.0),
+            None => assert_eq!(no_budget, 1.0),
+        }
+        let r = models[&Target::Risk].predict(row);
+        let probs = r.probabilities.unwrap();
+        assert_eq!(probs.len(), 3);
+        assert!((probs.values().sum::<f64>() - 1.0).abs() < 1e-9);
+        assert!(["low", "medium", "high"].contains(&r.class.as_deref().unwrap()));
+    }
+
+    // Artifacts round-trip; a flipped byte is caught.
+    let store = tempfile::tempdir().unwrap();
+    let model = &models[&Target::Risk];
+    let (path, sha) = save_artifact(store.path(), "risk-v1.json", model).unwrap();
+    let loaded = load_artifact(&path, &sha).unwrap();
+    assert_eq!(&loaded, model);
+    assert_eq!(loaded.predict_many(&ex.rows), model.predict_many(&ex.rows));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = load_artifact(&path, &sha).unwrap_err();
+    assert!(matches!(err, ArtifactError::Checksum { .. }), "{err}");
+    let leftovers: Vec<_> = std::fs::read_dir(store.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+}
+
+async fn open_rw(path: &Path) -> sqlx::SqlitePool {
+    sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap()
+}
+
+fn assert_same_rows(a: &Extraction, b: &Extraction) {
+    assert_eq!(a.rows.len(), b.rows.len());
+    assert_eq!(a.unknown, b.unknown);
+    for (x, y) in a.rows.iter().zip(&b.rows) {
+        assert_eq!(x.project_id, y.project_id);
+        for (i, name) in feature_names().iter().enumerate() {
+            assert_eq!(
+                x.values[i].to_bits(),
+                y.values[i].to_bits(),
+                "project {} feature {name}: {} vs {}",
+                x.project_id,
+                x.values[i],
+                y.values[i]
+            );
+        }
+        assert_eq!(x, y);
+    }
+}
+
+#[tokio::test]
+async fn features_ignore_everything_dated_after_the_cutoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = demo_sqlite(dir.path(), 400, 9).await;
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&path, &copy).unwrap();
+
+    // Mid-afternoon, so same-day events on both sides of the cut-off exist.
+    let cutoff = Utc.with_ymd_and_hms(2025, 6, 10, 15, 0, 0).unwrap();
+    let later = "2025-06-10T15:00:00Z"; // exactly at the cut-off: not "strictly earlier"
+    let much_later = "2025-09-01 10:00:00";
+
+    // Projects running at the cut-off, with tasks still open at the cut-off.
+    let pool = open_rw(&copy).await;
+    let running: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT p.id, COALESCE(p.team_id, 0) FROM projects p
+         WHERE p.start_date < '2025-06-10' AND (p.actual_end_date IS NULL OR p.actual_end_date > '2025-06-10')
+         ORDER BY p.id LIMIT 25",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(running.len() >= 10, "{running:?}");
+    let ids: Vec<i64> = running.iter().map(|r| r.0).collect();
+
+    let db = BackendDb::connect(path.to_str().unwrap(), 2).await.unwrap();
+    let before = extract_features(&db, &ids, cutoff).await.unwrap();
+
+    for &(id, team) in &running {
+        let (task_id,): (i64,) = sqlx::query_as(
+            "INSERT INTO tasks (project_id, title, status, estimated_hours, created_at, started_at, completed_at)
+             VALUES (?, 'later task', 'done', 12.0, ?, ?, ?) RETURNING id",
+        )
+        .bind(id)
+        .bind(later)
+        .bind(much_later)
+        .bind(much_later)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO time_entries (task_id, hours, logged_at) VALUES (?, 7.5, ?), (?, -2.0, ?)",
+        )
+        .bind(task_id)
+        .bind(later)
+        .bind(task_id)
+        .bind(much_later)
+        .execute(&pool)
+        .await
+        .unwrap();
+        // Hours logged later on a task that existed before the cut-off.
+        sqlx::query(
+            "INSERT INTO time_entries (task_id, hours, logged_at)
+             SELECT id, 5.0, ? FROM tasks WHERE project_id = ? AND created_at < '2025-06-10' LIMIT 1",
+        )
+        .bind(much_later)
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO expenses (project_id, category, amount, incurred_at) VALUES (?, 'license', 999.0, ?)")
+            .bind(id)
+            .bind(later)
+            .execute(&pool)
+            .await
+            .unwrap();
+        // Tasks open at the cut-off complete later.
+        sqlx::query(
+            "UPDATE tasks SET status = 'done', started_at = COALESCE(started_at, ?), completed_at = ?
+             WHERE project_id = ? AND completed_at IS NULL AND status <> 'done'",
+        )
+        .bind(much_later)
+        .bind(much_later)
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+        // The project itself, and a teammate's project, close later.
+        sqlx::query("UPDATE projects SET status = 'completed', actual_end_date = '2025-10-01', updated_at = ? WHERE id = ?")
+            .bind(much_later)
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "UPDATE projects SET status = 'cancelled', actual_end_date = '2025-07-01'
+             WHERE id = (SELECT id FROM projects WHERE team_id = ? AND id <> ? AND actual_end_date IS NULL LIMIT 1)",
+        )
+        .bind(team)
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let db_copy = BackendDb::connect(copy.to_str().unwrap(), 2).await.unwrap();
+    let after = extract_features(&db_copy, &ids, cutoff).await.unwrap();
+    assert_same_rows(&before, &after);
+
+    // The inserted rows do count once the cut-off passes them.
+    let next_year = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let a = extract_features(&db, &ids, next_year).await.unwrap();
+    let b = extract_features(&db_copy, &ids, next_year).await.unwrap();
+    assert_ne!(a.rows, b.rows);
+}
+
+#[tokio::test]
+async fn messy_rows_are_counted_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = demo_sqlite(dir.path(), 200, 4).await;
+    let pool = open_rw(&path).await;
+    let mess = [
+        // NULL budget, unknown status, unparseable start, no tasks.
+        "INSERT INTO projects (id, team_id, name, status, budget, start_date, planned_end_date, created_at, updated_at)
+         VALUES (9001, NULL, 'mess 1', 'Paused ', NULL, 'soon', 'never', '2025-01-01', 'garbage')",
+        // Everything NULL that may be; a completed project without dates.
+        "INSERT INTO projects (id, name, status, created_at, updated_at)
+         VALUES (9002, 'mess 2', 'COMPLETED', '2025-01-01T00:00:00Z', '2025-01-01T00:00:00Z')",
+        // Numbers stored as text, dates stored as numbers, a negative budget.
+        "INSERT INTO projects (id, team_id, name, status, complexity, process_count, budget, start_date, planned_end_date, actual_end_date, created_at, updated_at)
+         VALUES (9003, 1, 'mess 3', 'completed', 'high', -4, -100, 20250101, '2025-03-01', '2025-02-01', '2025-01-01', '2025-01-01')",
+        "INSERT INTO projects (id, team_id, name, status, complexity, budget, start_date, planned_end_date, actual_end_date, created_at, updated_at)
+         VALUES (9004, 1, 'mess 4', 'cancelled', 9, 0, '2025-02-01', '2025-01-01', '2025-02-01', '2025-01-01', '2025-01-01')",
+        "INSERT INTO tasks (project_id, title, status, estimated_hours, created_at, started_at, completed_at)
+         VALUES (9003, 't1', 'done', NULL, '31/02/2025', 'later', NULL),
+                (9003, 't2', 'done', -5, '2025-01-05', NULL, NULL),
+                (9003, 't3', 'weird', 1e308, '2025-01-05 10:00', '2025-01-06', '2025-01-04')",
+        "INSERT INTO time_entries (task_id, hours, logged_at)
+         SELECT id, 3.0, 'yesterday' FROM tasks WHERE project_id = 9003",
+        "INSERT INTO time_entries (task_id, hours, logged_at)
+         SELECT id, -8.0, '2025-01-07T08:00:00Z' FROM tasks WHERE project_id = 9003",
+        "INSERT INTO expenses (project_id, category, amount, incurred_at)
+         VALUES (9003, 'other', 100.0, 'Q1'), (9003, 'refund', -50.0, '2025-01-08')",
+        "INSERT INTO project_members (project_id, member_id, allocation) VALUES (9003, 1, 7.5)",
+    ];
+    for sql in mess {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let db = BackendDb::connect(path.to_str().unwrap(), 2).await.unwrap();
+    let ids = [9001, 9002, 9003, 9004, 424242, 1];
+    let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let ex = extract_features(&db, &ids, now).await.unwrap();
+    assert_eq!(ex.unknown, vec![424242]);
+    assert_eq!(ex.rows.len(), 5);
+    for r in &ex.rows {
+        assert_eq!(r.values.len(), feature_names().len());
+        assert!(r.values.iter().all(|v| v.is_finite()), "{r:?}");
+    }
+    let count = |k: &str| ex.skipped.get(k).copied().unwrap_or(0);
+    assert!(count("unparseable_timestamp") >= 6, "{:?}", ex.skipped);
+    assert_eq!(count("missing_start_date"), 3, "{:?}", ex.skipped);
+    assert_eq!(count("task_without_created_at"), 1, "{:?}", ex.skipped);
+    assert!(count("time_entry_unusable") >= 3, "{:?}", ex.skipped);
+    assert_eq!(count("expense_without_timestamp"), 1, "{:?}", ex.skipped);
+    assert_eq!(
+        count("task_done_without_completed_at"),
+        1,
+        "{:?}",
+        ex.skipped
+    );
+    assert_eq!(
+        count("task_completed_before_started"),
+        1,
+        "{:?}",
+        ex.skipped
+    );
+    assert!(db.open_project_ids().await.unwrap().contains(&9001));
+    assert!(!db.open_project_ids().await.unwrap().contains(&9002));
+
+    let set = build_training_set(&db).await.unwrap();
+    let count = |k: &str| set.skipped.get(k).copied().unwrap_or(0);
+    assert!(count("closed_without_start_date") >= 2, "{:?}", set.skipped);
+    assert!(
+        count("closed_without_actual_end_date") >= 1,
+        "{:?}",
+        set.skipped
+    );
+    assert!(count("closed_zero_duration") >= 1, "{:?}", set.skipped);
+    assert!(set.projects.iter().all(|p| p.id < 9000));
+}
+
+/// A scratch PostgreSQL database, dropped when the test ends (pass or fail).
+struct ScratchPg {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchPg {
+    async fn create() -> Self {
+        let admin_url = std::env::var("RPA_ML_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+        let name = format!(
+            "rpa_ml_backend_test_{}_{}",
+            std::process::id(),
+            Utc::now().timestamp_nanos_opt().unwrap()
+        );
+        let admin = sqlx::PgPool::connect(&admin_url)
+            .await
+            .expect("a PostgreSQL server for tests (RPA_ML_TEST_POSTGRES_URL)");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let base = admin_url.rsplit_once('/').unwrap().0;
+        let url = format!("{base}/{name}");
+        ScratchPg {
+            admin_url,
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for ScratchPg {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; use a fresh one on another thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&admin)
+                    .await;
+                    admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn postgres_and_sqlite_backends_give_the_same_features() {
+    let data = generate(&DemoConfig {
+        projects: 250,
+        seed: 21,
+        as_of: as_of(),
+        shift: None,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("same.db");
+    write_sqlite(&path, &data).await.unwrap();
+    let pg = ScratchPg::create().await;
+    crate::demo::write_postgres(&pg.url, &data).await.unwrap();
+    let again = crate::demo::write_postgres(&pg.url, &data)
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("already exist"), "{again}");
+
+    let lite = BackendDb::connect(path.to_str().unwrap(), 2).await.unwrap();
+    let post = BackendDb::connect(&pg.url, 2).await.unwrap();
+    post.ping().await.unwrap();
+    let BackendDb::Postgres(pool) = &post else {
+        panic!("expected PostgreSQL")
+    };
+    let err = sqlx::query("DELETE FROM expenses")
+        .execute(pool)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("read-only"), "{err}");
+
+    assert_eq!(
+        lite.open_project_ids().await.unwrap(),
+        post.open_project_ids().await.unwrap()
+    );
+    let ids: Vec<i64> = (1..=40).chain([99_999]).collect();
+    assert_eq!(
+        lite.existing_projects(&ids).await.unwrap(),
+        post.existing_projects(&ids).await.unwrap()
+    );
+    for cutoff in [
+        Utc.with_ymd_and_hms(2024, 11, 5, 12, 30, 0).unwrap(),
+        Utc.with_ymd_and_hms(AS_OF.0, AS_OF.1, AS_OF.2, 0, 0, 0)
+            .unwrap(),
+    ] {
+        let a = extract_features(&lite, &ids, cutoff).await.unwrap();
+        let b = extract_features(&post, &ids, cutoff).await.unwrap();
+        assert_eq!(a.unknown, vec![99_999]);
+        assert_eq!(a.skipped, b.skipped);
+        assert_same_rows(&a, &b);
+    }
+    let a = build_training_set(&lite).await.unwrap();
+    let b = build_training_set(&post).await.unwrap();
+    assert_eq!(a.rows(Target::Risk), b.rows(Target::Risk));
+    assert_eq!(a.fingerprint(), b.fingerprint());
+}
+
+/// linfa-trees refits differed on these backends; the CART tree must not.
+#[tokio::test]
+async fn risk_refits_are_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    for seed in [5, 7, 9] {
+        let path = demo_sqlite(dir.path(), 400, seed).await;
+        let db = BackendDb::connect(path.to_str().unwrap(), 2).await.unwrap();
+        let set = build_training_set(&db).await.unwrap();
+        let fit = || {
+            let (m, _) = train(Target::Risk, &set, &opts(Target::Risk)).unwrap();
+            serde_json::to_string(&m).unwrap()
+        };
+        let first = fit();
+        for _ in 0..3 {
+            assert_eq!(fit(), first, "seed {seed}");
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! Running one job: claim the row, do the work, record the outcome.
+//!
+//! Failures are sorted into permanent (the job can never succeed: bad
+//! payload, no model, too little data) which fail the job at once, and
+//! transient (a database or the queue went away) which hand the job back
+//! with back-off until the attempt limit, after which it is `dead`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+use rpa_ml_shared::backend::BackendError;
+use rpa_ml_shared::jobs::{
+    JobMessage, JobPayload, JobState, PredictJob, ProjectSelection, RetrainJob,
+};
+use rpa_ml_shared::ml::{
+    self, FEATURE_SET_VERSION, Target, TrainError, TrainOptions, extract_features,
+};
+use rpa_ml_shared::store::{Claim, JobRow, ModelStage, NewModel, PredictionRow, StoreError};
+
+use crate::WorkerState;
+use crate::models::ModelError;
+
+/// Why a job did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{0}")]
+    Permanent(String),
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl From<StoreError> for JobError {
+    fn from(e: StoreError) -> Self {
+        if e.is_transient() {
+            JobError::Transient(e.to_string())
+        } else {
+            JobError::Permanent(e.to_string())
+        }
+    }
+}
+
+impl From<BackendError> for JobError {
+    fn from(e: BackendError) -> Self {
+        if e.is_transient() {
+            JobError::Transient(format!("backend database: {e}"))
+        } else {
+            JobError::Permanent(format!("backend database: {e}"))
+        }
+    }
+}
+
+impl From<ModelError> for JobError {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::Store(s) => s.into(),
+            other => JobError::Permanent(other.to_string()),
+        }
+    }
+}
+
+/// Entry point for one queue message. Errors returned here are only those
+/// that left the job row untouched (the store was unreachable before the
+/// claim); apalis then redelivers the message.
+pub async fn handle_message(state: Arc<WorkerState>, msg: JobMessage) -> Result<(), StoreError> {
+    let span = tracing::info_span!("job", job.id = %msg.job_id, job.kind = %msg.kind,
+        request_id = msg.request_id.as_deref().unwrap_or(""), worker = %state.name);
+    async move {
+        let job = match state.store.claim_job(&msg.job_id, &state.name).await? {
+            Claim::Claimed(job) => job,
+            Claim::NotClaimable(current) => {
+                tracing::debug!(state = ?current, "message for a job that is not queued; dropped");
+                return Ok(());
+            }
+        };
+        if job.attempts > job.max_attempts {
+            let err = format!(
+                "attempt limit reached ({} of {})",
+                job.attempts - 1,
+                job.max_attempts
+            );
+            state
+                .store
+                .finish_job(&job.id, &state.name, JobState::Dead, None, Some(&err))
+                .await?;
+            return Ok(());
+        }
+        let started = Instant::now();
+        tracing::info!(attempt = job.attempts, "job started");
+        if state.faults.abort {
+            tracing::error!("RPA_ML_FAULT_ABORT: aborting the process");
+            std::process::abort();
+        }
+        if let Some(d) = state.faults.delay {
+            tokio::time::sleep(d).await;
+        }
+        let outcome = match &job.payload {
+            JobPayload::Predict(p) => run_predict(&state, &job, p).await,
+            JobPayload::Retrain(r) => run_retrain(&state, &job, r).await,
+        };
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        record_outcome(&state, &job, outcome, elapsed_ms).await
+    }
+    .instrument(span)
+    .await
+}
+
+async fn record_outcome(
+    state: &WorkerState,
+    job: &JobRow,
+    outcome: Result<Value, JobError>,
+    elapsed_ms: f64,
+) -> Result<(), StoreError> {
+    let store = &state.store;
+    match outcome {
+        Ok(result) => {
+            let kept = store
+                .finish_job(
+                    &job.id,
+                    &state.name,
+                    JobState::Succeeded,
+                    Some(&result),
+                    None,
+                )
+                .await?;
+            if kept {
+                tracing::info!(elapsed_ms, "job succeeded");
+            } else {
+                tracing::warn!("job was taken over while running; this outcome is dropped");
+            }
+        }
+        Err(JobError::Permanent(e)) => {
+            tracing::warn!(error = %e, elapsed_ms, "job failed permanently");
+            store
+                .finish_job(&job.id, &state.name, JobState::Failed, None, Some(&e))
+                .await?;
+        }
+        Err(JobError::Transient(e)) if job.attempts >= job.max_attempts => {
+            let e = format!(
+                "{e} (attempt {} of {}; giving up)",
+                job.attempts, job.max_attempts
+            );
+            tracing::warn!(error = %e, "job is dead");
+            store
+                .finish_job(&job.id, &state.name, JobState::Dead, None, Some(&e))
+                .await?;
+        }
+        Err(JobError::Transient(e)) => {
+            let delay = backoff(job.attempts);
+            let run_at = Utc::now()
+                + chrono::Duration::from_std(delay)
+                    .unwrap_or_else(|_| chrono::Duration::seconds(1));
+            tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "job failed; will retry");
+            let msg = format!(
+                "{e} (attempt {} of {}; retrying)",
+                job.attempts, job.max_attempts
+            );
+            if store
+                .requeue_job(&job.id, &state.name, &msg, run_at)
+                .await?
+            {
+                let message = JobMessage {
+                    job_id: job.id.clone(),
+                    kind: job.kind,
+                    request_id: job.request_id.clone(),
+                };
+                // If this push fails the reconciler finds the queued row
+                // without a message and pushes it again.
+                match state.queue.push(job.queue, &message, Some(run_at)).await {
+                    Ok(task_id) => store.mark_pushed(&job.id, &task_id).await?,
+                    Err(e) => store.mark_push_failed(&job.id, &e.to_string()).await?,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// 2 s, 4 s, 8 s ... capped at 5 minutes.
+fn backoff(attempt: i32) -> Duration {
+    let exp = attempt.clamp(1, 8) as u32;
+    Duration::from_secs((1u64 << exp).min(300))
+}
+
+async fn run_predict(state: &WorkerState, job: &JobRow, p: &PredictJob) -> Result<Value, JobError> {
+    if p.targets.is_empty() {
+        return Err(JobError::Permanent("no targets requested".into()));
+    }
+    let mut models = BTreeMap::new();
+    for &t in &p.targets {
+        models.insert(t, state.models.production(t).await?);
+    }
+    // Unknown ids come back from the feature query itself: no extra round
+    // trip to ask which projects exist.
+    let ids = match &p.projects {
+        ProjectSelection::Ids(ids) => ids.clone(),
+        ProjectSelection::AllOpen => state.backend.open_project_ids().await?,
+    };
+    let as_of = Utc::now();
+    let batch = state.config.batch_size.max(1);
+    let chunks = ids.len().div_ceil(batch).max(1);
+    let mut entries: Vec<Value> = Vec::with_capacity(ids.len() * models.len());
+    let mut skipped: BTreeMap<String, u64> = BTreeMap::new();
+    let mut rows_out: Vec<PredictionRow> = Vec::new();
+    let mut predicted = 0usize;
+    let mut errors = 0usize;
+
+    for (i, chunk) in ids.chunks(batch).enumerate() {
+        let extraction = extract_features(&state.backend, chunk, as_of).await?;
+        for (k, v) in &extraction.skipped {
+            *skipped.entry(k.clone()).or_default() += v;
+        }
+        let unknown: std::collections::HashSet<i64> = extraction.unknown.iter().copied().collect();
+        let have: HashMap<i64, usize> = extraction
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.project_id, i))
+            .collect();
+        let rows = Arc::new(extraction.rows);
+        for (&target, loaded) in &models {
+            let model = loaded.model.clone();
+            let rows_for = rows.clone();
+            // Scoring a large chunk is CPU work: keep it off the async threads.
+            let preds = if rows.len() > 64 {
+                tokio::task::spawn_blocking(move || model.predict_many(&rows_for))
+                    .await
+                    .map_err(|e| JobError::Transient(format!("scoring task failed: {e}")))?
+            } else {
+                model.predict_many(&rows_for)
+            };
+            for &pid in chunk {
+                let Some(&idx) = have.get(&pid) else {
+                    errors += 1;
+                    let error = if unknown.contains(&pid) {
+                        format!("unknown project {pid}")
+                    } else {
+                        format!(
+                            "project {pid} has no usable data as of {}",
+                            as_of.date_naive()
+                        )
+                    };
+                    entries.push(json!({"project_id": pid, "target": target, "error": error}));
+                    rows_out.push(PredictionRow {
+                        job_id: job.id.clone(),
+                        project_id: pid,
+                        target,
+                        model_version: None,
+                        value: None,
+                        class: None,
+                        output: None,
+                        error: Some(error),
+                    });
+                    continue;
+                };
+                let pred = &preds[idx];
+                predicted += 1;
+                let output = serde_json::to_value(pred).unwrap_or(Value::Null);
+                let mut entry = json!({
+                    "project_id": pid,
+                    "target": target,
+                    "model_version": loaded.version,
+                });
+                if let (Value::Object(e), Value::Object(o)) = (&mut entry, &output) {
+                    for (k, v) in o {
+                        if !v.is_null() {
+                            e.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+                entries.push(entry);
+                rows_out.push(PredictionRow {
+                    job_id: job.id.clone(),
+                    project_id: pid,
+                    target,
+                    model_version: Some(loaded.version),
+                    value: pred.value,
+                    class: pred.class.clone(),
+                    output: Some(output),
+                    error: None,
+                });
+            }
+        }
+        if chunks > 1 {
+            state
+                .store
+                .set_progress(
+                    &job.id,
+                    &state.name,
+                    &format!("scoring chunk {}/{}", i + 1, chunks),
+                    (i + 1) as f64 / chunks as f64,
+                )
+                .await?;
+        }
+    }
+    state.store.upsert_predictions(&rows_out).await?;
+    let versions: BTreeMap<String, Value> = models
+        .iter()
+        .map(|(t, m)| {
+            (
+                t.to_string(),
+                json!({"version": m.version, "fallback_from": m.fallback_from}),
+            )
+        })
+        .collect();
+    Ok(json!({
+        "as_of": as_of,
+        "feature_set_version": FEATURE_SET_VERSION,
+        "models": versions,
+        "summary": {
+            "projects": ids.len(),
+            "predicted": predicted,
+            "errors": errors,
+        },
+        "skipped": skipped,
+        "predictions": entries,
+    }))
+}
+
+async fn run_retrain(state: &WorkerState, job: &JobRow, r: &RetrainJob) -> Result<Value, JobError> {
+    if r.targets.is_empty() {
+        return Err(JobError::Permanent("no targets requested".into()));
+    }
+    let store = &state.store;
+    store
+        .set_progress(&job.id, &state.name, "extracting", 0.05)
+        .await?;
+    let set = Arc::new(ml::build_training_set(&state.backend).await?);
+    let fingerprint = set.fingerprint();
+    let n = r.targets.len();
+    let mut out = serde_json::Map::new();
+    let mut failures = Vec::new();
+    for (i, &target) in r.targets.iter().enumerate() {
+        let base = 0.1 + 0.85 * i as f64 / n as f64;
+        store
+            .set_progress(&job.id, &state.name, &format!("fitting {target}"), base)
+            .await?;
+        let opts = TrainOptions {
+            seed: 42,
+            min_training_samples: state.config.min_training_samples,
+            threshold: threshold(state, target),
+        };
+        let set_for = set.clone();
+        let fitted = tokio::task::spawn_blocking(move || ml::train(target, &set_for, &opts))
+            .await
+            .map_err(|e| JobError::Transient(format!("training task failed: {e}")))?;
+        let (model, report) = match fitted {
+            Ok(x) => x,
+            Err(e @ TrainError::NotEnoughData { .. }) => {
+                failures.push(e.to_string());
+                out.insert(target.to_string(), json!({"error": e.to_string()}));
+                continue;
+            }
+            Err(e) => {
+                failures.push(format!("{target}: {e}"));
+                out.insert(target.to_string(), json!({"error": e.to_string()}));
+                continue;
+            }
+        };
+        store
+            .set_progress(
+                &job.id,
+                &state.name,
+                &format!("registering {target}"),
+                base + 0.8 / n as f64,
+            )
+            .await?;
+        let dir = state.config.model_storage_path.join(target.as_str());
+        let file = format!("{target}-{}.json", job.id);
+        let model_for = model.clone();
+        let saved = tokio::task::spawn_blocking(move || ml::save_artifact(&dir, &file, &model_for))
+            .await
+            .map_err(|e| JobError::Transient(format!("artifact task failed: {e}")))?
+            .map_err(|e| JobError::Transient(format!("writing artifact: {e}")))?;
+        let metrics = serde_json::to_value(&report).unwrap_or(Value::Null);
+        let row = store
+            .insert_model(NewModel {
+                target,
+                learner: model.learner().to_string(),
+                feature_set_version: FEATURE_SET_VERSION.to_string(),
+                data_fingerprint: fingerprint.clone(),
+                code_version: env!("CARGO_PKG_VERSION").to_string(),
+                metrics: metrics.clone(),
+                artifact_path: saved.0.to_string_lossy().into_owned(),
+                artifact_sha256: saved.1,
+                job_id: Some(job.id.clone()),
+            })
+            .await?;
+        let current = store.production_model(target).await?;
+        let (stage, reason) = gate(&report, current.as_ref().map(|m| &m.metrics));
+        store
+            .set_model_stage(target, row.version, stage.clone(), Some(&reason))
+            .await?;
+        state.models.invalidate(target);
+        tracing::info!(model.target = %target, model.version = row.version, stage = stage.as_str(), %reason, "model registered");
+        out.insert(
+            target.to_string(),
+            json!({"version": row.version, "stage": stage.as_str(), "reason": reason, "report": metrics}),
+        );
+    }
+    if failures.len() == n {
+        return Err(JobError::Permanent(failures.join("; ")));
+    }
+    Ok(json!({
+        "data_fingerprint": fingerprint,
+        "feature_set_version": FEATURE_SET_VERSION,
+        "targets": out,
+    }))
+}
+
+fn threshold(state: &WorkerState, target: Target) -> f64 {
+    match target {
+        Target::CompletionTime => state.config.completion_time_mae_threshold,
+        Target::BudgetVariance => state.config.budget_variance_mae_threshold,
+        Target::Risk => state.config.risk_score_accuracy_threshold,
+    }
+}
+
+/// Promotion rule: pass the threshold gate, and do no worse than the current
+/// production model's hold-out figure.
+fn gate(report: &ml::TrainReport, production: Option<&Value>) -> (ModelStage, String) {
+    let higher_is_better = report.metric == "accuracy";
+    if !report.passed {
+        let cmp = if higher_is_better { "<" } else { ">" };
+        return (
+            ModelStage::Rejected,
+            format!(
+                "hold-out {} {:.4} {cmp} threshold {:.4}",
+                report.metric, report.holdout, report.threshold
+            ),
+        );
+    }
+    if let Some(prod) = production
+        .and_then(|m| m.get("holdout"))
+        .and_then(Value::as_f64)
+    {
+        let worse = if higher_is_better {
+            report.holdout < prod
+        } else {
+            report.holdout > prod
+        };
+        if worse {
+            return (
+                ModelStage::Rejected,
+                format!(
+                    "hold-out {} {:.4} is worse than production's {:.4}",
+                    report.metric, report.holdout, prod
+                ),
+            );
+        }
+    }
+    (
+        ModelStage::Production,
+        format!(
+            "passed: hold-out {} {:.4} vs threshold {:.4}",
+            report.metric, report.holdout, report.threshold
+        ),
+    )
+}

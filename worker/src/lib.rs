@@ -1,0 +1,98 @@
+//! The worker role: takes job messages off the queues, moves job rows through
+//! their states, and does the work (feature extraction, fitting, scoring).
+
+pub mod execute;
+pub mod models;
+pub mod reconcile;
+pub mod runner;
+
+pub use runner::{WorkerOptions, run};
+
+use std::sync::Arc;
+
+use rpa_ml_shared::backend::BackendDb;
+use rpa_ml_shared::config::Config;
+use rpa_ml_shared::queue::Queue;
+use rpa_ml_shared::store::Store;
+
+/// Everything a job handler needs, shared by all tasks of one process.
+pub struct WorkerState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub queue: Queue,
+    pub backend: BackendDb,
+    pub models: models::ModelCache,
+    /// This process's name in the roster and in `jobs.worker`.
+    pub name: String,
+    pub faults: Faults,
+}
+
+/// Fault injection for the durability tests, off unless set:
+/// `RPA_ML_FAULT_DELAY_MS` holds every job that long after its claim (so a
+/// test can kill a worker that holds jobs); `RPA_ML_FAULT_ABORT=1` aborts
+/// the process when a job starts (a job that kills its worker).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    pub delay: Option<std::time::Duration>,
+    pub abort: bool,
+}
+
+impl Faults {
+    pub fn from_env() -> Self {
+        let delay = std::env::var("RPA_ML_FAULT_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(std::time::Duration::from_millis);
+        let abort = std::env::var("RPA_ML_FAULT_ABORT").is_ok_and(|v| v == "1");
+        if delay.is_some() || abort {
+            tracing::warn!(?delay, abort, "fault injection is on (test setting)");
+        }
+        Faults { delay, abort }
+    }
+}
+
+impl WorkerState {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        queue: Queue,
+        backend: BackendDb,
+        name: String,
+    ) -> Arc<Self> {
+        Arc::new(WorkerState {
+            models: models::ModelCache::new(store.clone()),
+            config,
+            store,
+            queue,
+            backend,
+            name,
+            faults: Faults::from_env(),
+        })
+    }
+}
+
+/// A unique name per process start: host, pid and a random suffix, so a
+/// restarted worker never collides with its predecessor's registration.
+pub fn process_name() -> String {
+    let host = hostname();
+    let suffix = ulid::Ulid::new().to_string();
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &suffix[suffix.len() - 6..]
+    )
+}
+
+pub fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

@@ -1,0 +1,174 @@
+//! Production models, loaded once and shared by every task in the process.
+//!
+//! The production pointer is re-read from the registry at most every few
+//! seconds, so a promotion or rollback reaches running workers without a
+//! restart. A version whose artifact fails its checksum is remembered as bad
+//! and the newest good archived version serves instead.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rpa_ml_shared::ml::{Target, TrainedModel, load_artifact};
+use rpa_ml_shared::store::{ModelRow, ModelStage, Store};
+
+const POINTER_TTL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("no production model for {target}: {why}")]
+    NoProduction { target: Target, why: String },
+    #[error(transparent)]
+    Store(#[from] rpa_ml_shared::store::StoreError),
+}
+
+#[derive(Clone)]
+pub struct LoadedModel {
+    pub version: i32,
+    pub model: Arc<TrainedModel>,
+    /// Set when the production artifact was unusable and an older version
+    /// answers in its place.
+    pub fallback_from: Option<i32>,
+}
+
+pub struct ModelCache {
+    store: Store,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    pointers: HashMap<Target, (Instant, Option<LoadedModel>)>,
+    loaded: HashMap<(Target, i32), Arc<TrainedModel>>,
+    bad: HashSet<(Target, i32)>,
+}
+
+impl ModelCache {
+    pub fn new(store: Store) -> Self {
+        ModelCache {
+            store,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// The model that answers for `target` now.
+    pub async fn production(&self, target: Target) -> Result<LoadedModel, ModelError> {
+        if let Ok(inner) = self.inner.lock()
+            && let Some((at, Some(m))) = inner.pointers.get(&target)
+            && at.elapsed() < POINTER_TTL
+        {
+            return Ok(m.clone());
+        }
+        let row = self.store.production_model(target).await?;
+        let Some(row) = row else {
+            let why = match self.store.list_models().await {
+                Ok(all) => {
+                    let mine: Vec<&ModelRow> = all.iter().filter(|m| m.target == target).collect();
+                    if mine.is_empty() {
+                        "no model has been trained yet; POST /api/v1/models/retrain".to_string()
+                    } else {
+                        format!(
+                            "{} version(s) trained, none promoted (latest v{} is {}{}); promote one with POST /api/v1/models/{}/promote",
+                            mine.len(),
+                            mine[0].version,
+                            mine[0].stage.as_str(),
+                            mine[0]
+                                .stage_reason
+                                .as_deref()
+                                .map(|r| format!(": {r}"))
+                                .unwrap_or_default(),
+                            target
+                        )
+                    }
+                }
+                Err(_) => "the registry could not be read".into(),
+            };
+            return Err(ModelError::NoProduction { target, why });
+        };
+        let loaded = match self.load(&row).await {
+            Ok(m) => LoadedModel {
+                version: row.version,
+                model: m,
+                fallback_from: None,
+            },
+            Err(e) => {
+                tracing::error!(model.target = %target, model.version = row.version, error = %e,
+                    "production artifact unusable; falling back to the newest good version");
+                self.fallback(target, row.version, &e).await?
+            }
+        };
+        if let Ok(mut inner) = self.inner.lock() {
+            inner
+                .pointers
+                .insert(target, (Instant::now(), Some(loaded.clone())));
+        }
+        Ok(loaded)
+    }
+
+    async fn fallback(
+        &self,
+        target: Target,
+        broken: i32,
+        err: &str,
+    ) -> Result<LoadedModel, ModelError> {
+        let all = self.store.list_models().await?;
+        for row in all
+            .iter()
+            .filter(|m| m.target == target && m.version < broken && m.stage == ModelStage::Archived)
+        {
+            if let Ok(m) = self.load(row).await {
+                return Ok(LoadedModel {
+                    version: row.version,
+                    model: m,
+                    fallback_from: Some(broken),
+                });
+            }
+        }
+        Err(ModelError::NoProduction {
+            target,
+            why: format!(
+                "artifact of production v{broken} is unusable ({err}) and no earlier version loads"
+            ),
+        })
+    }
+
+    async fn load(&self, row: &ModelRow) -> Result<Arc<TrainedModel>, String> {
+        let key = (row.target, row.version);
+        if let Ok(inner) = self.inner.lock() {
+            if inner.bad.contains(&key) {
+                return Err(format!("v{} was found corrupt earlier", row.version));
+            }
+            if let Some(m) = inner.loaded.get(&key) {
+                return Ok(m.clone());
+            }
+        }
+        let path = PathBuf::from(&row.artifact_path);
+        let sha = row.artifact_sha256.clone();
+        let res = tokio::task::spawn_blocking(move || load_artifact(&path, &sha))
+            .await
+            .map_err(|e| format!("loader panicked: {e}"))?;
+        match res {
+            Ok(model) => {
+                let model = Arc::new(model);
+                if let Ok(mut inner) = self.inner.lock() {
+                    inner.loaded.insert(key, model.clone());
+                }
+                Ok(model)
+            }
+            Err(e) => {
+                if let Ok(mut inner) = self.inner.lock() {
+                    inner.bad.insert(key);
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Forget cached pointers (after this process promoted something).
+    pub fn invalidate(&self, target: Target) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.pointers.remove(&target);
+        }
+    }
+}
