@@ -105,7 +105,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
 
     // Idle-queue latency, one job at a time.
-    if args.latency_samples > 0 {
+    if args.latency_samples > 0 && !args.submit_only {
         let mut h = Histogram::<u64>::new(3)?;
         for i in 0..args.latency_samples {
             let id = client.submit(&args.target, &batch_for(i)).await?;
@@ -165,6 +165,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         submit_errors
     );
 
+    if args.submit_only {
+        return Ok(());
+    }
     let results: Vec<anyhow::Result<Value>> = futures::stream::iter(job_ids.clone())
         .map(|id| {
             let c = client.clone();

@@ -131,6 +131,9 @@ pub struct BenchArgs {
     /// Also measure idle-queue latency with this many sequential jobs.
     #[arg(long, default_value_t = 50)]
     pub latency_samples: usize,
+    /// Only measure enqueueing: submit the jobs, do not wait for results.
+    #[arg(long)]
+    pub submit_only: bool,
     /// Project ids to use (default: read the open projects from DATABASE_URL).
     #[arg(long, value_delimiter = ',')]
     pub project_ids: Vec<i64>,

@@ -175,12 +175,7 @@ async fn api(config: Arc<Config>) -> anyhow::Result<()> {
             )
         })?;
     tracing::info!(addr = %listener.local_addr()?, queue = conns.queue.backend_name(), store = conns.store.backend_name(), "api listening");
-    let state = AppState {
-        config,
-        store: conns.store,
-        queue: conns.queue,
-        backend: conns.backend,
-    };
+    let state = AppState::new(config, conns.store, conns.queue, conns.backend);
     rpa_ml_api::serve(listener, state, async move { shutdown.cancelled().await }).await?;
     Ok(())
 }
@@ -366,12 +361,12 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         tasks.spawn(async move { rpa_ml_scheduler::run(c, st, q, s).await });
     }
     {
-        let state = AppState {
-            config: config.clone(),
-            store: conns.store.clone(),
-            queue: conns.queue.clone(),
-            backend: conns.backend.clone(),
-        };
+        let state = AppState::new(
+            config.clone(),
+            conns.store.clone(),
+            conns.queue.clone(),
+            conns.backend.clone(),
+        );
         let s = shutdown.clone();
         tasks.spawn(async move {
             rpa_ml_api::serve(listener, state, async move { s.cancelled().await })

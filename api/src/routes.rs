@@ -237,7 +237,7 @@ async fn submit_predict(
         // Refuse a request none of whose projects exist, before anything is
         // written; a batch with some unknown ids is accepted and the result
         // names each unknown one.
-        let existing = state.backend.existing_projects(ids).await?;
+        let existing = state.known_projects.existing(&state.backend, ids).await?;
         if existing.is_empty() {
             let shown: Vec<String> = ids.iter().take(10).map(|i| i.to_string()).collect();
             return Err(ApiError::new(

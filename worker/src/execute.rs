@@ -99,7 +99,16 @@ pub async fn handle_message(state: Arc<WorkerState>, msg: JobMessage) -> Result<
             tokio::time::sleep(d).await;
         }
         let outcome = match &job.payload {
-            JobPayload::Predict(p) => run_predict(&state, &job, p).await,
+            JobPayload::Predict(p) => {
+                let limit = state.config.prediction_timeout;
+                match tokio::time::timeout(limit, run_predict(&state, &job, p)).await {
+                    Ok(res) => res,
+                    Err(_) => Err(JobError::Transient(format!(
+                        "prediction did not finish within PREDICTION_TIMEOUT ({} s)",
+                        limit.as_secs()
+                    ))),
+                }
+            }
             JobPayload::Retrain(r) => run_retrain(&state, &job, r).await,
         };
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;

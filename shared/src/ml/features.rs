@@ -264,45 +264,44 @@ pub(crate) fn compute(
     let elapsed = start.map_or(0.0, |s| {
         ((cutoff - s).num_seconds() as f64 / 86_400.0).max(0.0)
     });
-    let recent = cutoff - Duration::days(RECENT_DAYS);
+    let recent = cutoff
+        .checked_sub_signed(Duration::days(RECENT_DAYS))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
 
-    let mut known = 0usize;
+    let visible: Vec<&history::TaskHist> = p.tasks.iter().filter(|t| t.created < cutoff).collect();
+    // Tasks without an estimate count as the average estimated task.
+    let (sum, n) = visible
+        .iter()
+        .filter_map(|t| t.estimate)
+        .fold((0.0, 0usize), |(s, n), e| (s + e, n + 1));
+    let mean_estimate = if n > 0 { sum / n as f64 } else { 0.0 };
+
+    let known = visible.len();
     let mut done = 0usize;
     let mut in_progress = 0usize;
     let mut est_known = 0.0;
     let mut est_done = 0.0;
     let mut est_started = 0.0;
-    let mut with_estimate = 0usize;
     let mut done_recent = 0usize;
     let mut created_recent = 0usize;
     let mut last_activity: Option<DateTime<Utc>> = None;
-    for t in p.tasks.iter().filter(|t| t.created < cutoff) {
-        known += 1;
+    for t in visible {
         created_recent += usize::from(t.created >= recent);
         let is_done = t.completed.is_some_and(|c| c < cutoff);
         let is_started = is_done || t.started.is_some_and(|s| s < cutoff);
-        if let Some(e) = t.estimate {
-            est_known += e;
-            with_estimate += 1;
-            if is_done {
-                est_done += e;
-            } else if is_started {
-                est_started += e;
-            }
-        }
+        let e = t.estimate.unwrap_or(mean_estimate);
+        est_known += e;
         if is_done {
             done += 1;
+            est_done += e;
             if let Some(c) = t.completed {
                 done_recent += usize::from(c >= recent);
                 last_activity = last_activity.max(Some(c));
             }
         } else if is_started {
             in_progress += 1;
+            est_started += e;
         }
-    }
-    // Tasks without an estimate count as the average estimated task.
-    if with_estimate > 0 && with_estimate < known {
-        est_known *= known as f64 / with_estimate as f64;
     }
     let mut logged = 0.0;
     let mut logged_recent = 0.0;

@@ -29,10 +29,11 @@ const TREE_MIN_LEAF_ROWS: usize = 20;
 /// Ridge penalty per row on standardized features: small enough to change
 /// nothing on a well-posed design, large enough to make a singular one solvable.
 const RIDGE_LAMBDA: f64 = 1e-3;
+const MAX_REMAINING_DAYS: f64 = 36_500.0;
 
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
-    /// Recorded for reproducibility; the current learners draw no random numbers.
+    /// For learners that sample; the current ones draw no random numbers.
     pub seed: u64,
     pub min_training_samples: usize,
     /// MAE gate for the regressions (at most), accuracy gate for risk (at least).
@@ -171,12 +172,14 @@ impl TrainedModel {
         }
         match (&self.params, self.target) {
             (Params::Linear(m), Target::CompletionTime) => {
-                let remaining = m.predict(&row.values).max(0.0);
-                let end = row.as_of + Duration::seconds((remaining * 86_400.0).round() as i64);
+                // Not finished yet, so not in the past; and no plan runs for a century.
+                let remaining = m.predict(&row.values).clamp(0.0, MAX_REMAINING_DAYS);
+                let end = Duration::try_seconds((remaining * 86_400.0).round() as i64)
+                    .and_then(|d| row.as_of.checked_add_signed(d));
                 Prediction {
                     value: Some(row.elapsed_days + remaining),
                     days_remaining: Some(remaining),
-                    predicted_end_date: Some(end.date_naive()),
+                    predicted_end_date: end.map(|e| e.date_naive()),
                     ..Prediction::default()
                 }
             }
@@ -312,8 +315,7 @@ fn fit_linear(rows: &[&[f64]], y: &[f64], width: usize) -> Result<(LinearModel, 
         .fit(&Dataset::new(z.clone(), target.clone()))
         .ok()
         .map(|m| (m.params().to_vec(), m.intercept()))
-        // A nearly singular design "succeeds" with enormous weights.
-        .filter(|(w, b)| b.is_finite() && w.iter().all(|x| x.is_finite() && x.abs() < 1e4 * y_sd));
+        .filter(|(w, b)| usable_ols(w, *b, y_sd));
     let (w, intercept, ridge) = match ols {
         Some((w, b)) => (w, b, false),
         None => {
@@ -337,6 +339,16 @@ fn fit_linear(rows: &[&[f64]], y: &[f64], width: usize) -> Result<(LinearModel, 
         },
         ridge,
     ))
+}
+
+/// A nearly singular design can "succeed" with enormous, cancelling weights
+/// that blow up on new rows; on standardized features sane weights stay
+/// within a few target standard deviations.
+fn usable_ols(weights: &[f64], intercept: f64, y_sd: f64) -> bool {
+    intercept.is_finite()
+        && weights
+            .iter()
+            .all(|w| w.is_finite() && w.abs() < 1e4 * y_sd)
 }
 
 /// Solves (ZᵀZ + λI) w = Zᵀ(y - ȳ) by Cholesky; Z is centered, so the
@@ -629,4 +641,62 @@ fn fit_tree(s: &Split<'_>) -> (Params, String) {
         model.leaves()
     );
     (Params::Tree(model), learner)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn degenerate_designs_still_fit() {
+        // x1 duplicates x0 exactly; y = 3·x0 - 2·x2 + 5.
+        let data: Vec<Vec<f64>> = (0..200)
+            .map(|i| {
+                let a = (i % 17) as f64;
+                let c = ((i * 7) % 11) as f64;
+                vec![a, a, c, 4.0]
+            })
+            .collect();
+        let y: Vec<f64> = data.iter().map(|r| 3.0 * r[0] - 2.0 * r[2] + 5.0).collect();
+        let rows: Vec<&[f64]> = data.iter().map(|r| r.as_slice()).collect();
+        let (m, _) = fit_linear(&rows, &y, 4).unwrap();
+        assert_eq!(m.weights[3], 0.0, "constant column is dropped");
+        for (r, t) in rows.iter().zip(&y) {
+            assert!((m.predict(r) - t).abs() < 1e-3, "{} vs {t}", m.predict(r));
+        }
+        let direct = ridge(
+            &Array2::from_shape_fn((200, 2), |(i, j)| data[i][j] - 8.0),
+            &Array1::from_vec(y.clone()),
+            y.iter().sum::<f64>() / 200.0,
+            1.0,
+        )
+        .unwrap();
+        assert!((direct[0] - direct[1]).abs() < 1e-6, "{direct:?}");
+
+        // More features than rows: least squares has no unique answer.
+        let wide: Vec<Vec<f64>> = (0..3)
+            .map(|i| (0..6).map(|j| ((i * 5 + j * 3) % 7) as f64).collect())
+            .collect();
+        let rows: Vec<&[f64]> = wide.iter().map(|r| r.as_slice()).collect();
+        let (m, _) = fit_linear(&rows, &[1.0, 2.0, 3.0], 6).unwrap();
+        for (r, t) in rows.iter().zip([1.0, 2.0, 3.0]) {
+            assert!((m.predict(r) - t).abs() < 1e-6, "{m:?}");
+        }
+
+        assert!(usable_ols(&[1.0, -2.0], 3.0, 1.0));
+        assert!(!usable_ols(&[1.0, f64::NAN], 3.0, 1.0));
+        assert!(!usable_ols(&[1e5, -1e5], 3.0, 1.0));
+        assert!(!usable_ols(&[1.0], f64::INFINITY, 1.0));
+    }
+
+    #[test]
+    fn metrics_are_the_usual_ones() {
+        assert_eq!(mae(&[1.0, 3.0], &[2.0, 1.0]), 1.5);
+        assert_eq!(accuracy(&[0, 1, 2, 2], &[0, 1, 1, 2]), 0.75);
+        // Per class F1: 1, 2/3, 2/3.
+        assert!((macro_f1(&[0, 1, 2, 2], &[0, 1, 1, 2], 3) - 7.0 / 9.0).abs() < 1e-12);
+        assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), 2.5);
+        assert_eq!(argmax(&[0.2, 0.4, 0.4]), 1);
+    }
 }

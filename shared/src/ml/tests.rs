@@ -141,6 +141,33 @@ async fn experiment() {
         );
     }
     describe(&set);
+    if std::env::var("RPA_ML_EXPERIMENT_POSTGRES").is_ok() {
+        let data = generate(&DemoConfig {
+            projects: n,
+            seed: 42,
+            as_of: as_of(),
+            shift: None,
+        });
+        let pg = ScratchPg::create().await;
+        let t = Instant::now();
+        crate::demo::write_postgres(&pg.url, &data).await.unwrap();
+        println!("write_postgres {n}: {:.2}s", t.elapsed().as_secs_f64());
+        let post = BackendDb::connect(&pg.url, 2).await.unwrap();
+        let t = Instant::now();
+        let ex = extract_features(&post, &open, now).await.unwrap();
+        println!(
+            "postgres: features for {} open projects: {:.3}s",
+            ex.rows.len(),
+            t.elapsed().as_secs_f64()
+        );
+        let t = Instant::now();
+        let pset = build_training_set(&post).await.unwrap();
+        println!(
+            "postgres: training set {:.2}s, same fingerprint as SQLite: {}",
+            t.elapsed().as_secs_f64(),
+            pset.fingerprint() == set.fingerprint()
+        );
+    }
     for target in Target::ALL {
         let t = Instant::now();
         let (model, report) = train(target, &set, &opts(target)).unwrap();
@@ -202,6 +229,25 @@ fn diagnose(set: &TrainingSet, model: &TrainedModel, target: Target) {
             e.3[i] += (r.values[col(c)] - y).abs();
         }
     }
+    let train_y: Vec<f64> = set
+        .rows
+        .iter()
+        .filter(|r| !set.projects[r.project].holdout)
+        .filter_map(|r| set.value(target, r))
+        .collect();
+    let mut sorted = train_y.clone();
+    sorted.sort_by(f64::total_cmp);
+    let med = sorted[sorted.len() / 2];
+    let holdout: Vec<f64> = set
+        .rows
+        .iter()
+        .filter(|r| r.on_grid && set.projects[r.project].holdout)
+        .filter_map(|r| set.value(target, r))
+        .collect();
+    println!(
+        "  median-of-training-targets baseline MAE: {:.4}",
+        holdout.iter().map(|y| (y - med).abs()).sum::<f64>() / holdout.len() as f64
+    );
     for (b, (err, mag, n, cand)) in buckets {
         let n = n as f64;
         print!(

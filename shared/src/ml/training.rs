@@ -18,6 +18,8 @@ use crate::backend::{BackendDb, BackendError, Scope};
 pub(crate) const GRID_DAYS: i64 = 14;
 /// Share of closed projects, most recently closed, held out for evaluation.
 pub(crate) const HOLDOUT_SHARE: f64 = 0.2;
+/// Longer "projects" are data-entry errors (ten years).
+const MAX_PROJECT_DAYS: i64 = 3650;
 /// Fixed so that the same database always yields the same training set.
 const AUGMENT_SEED: u64 = 0x5eed_cafe_f00d_0001;
 
@@ -178,6 +180,11 @@ pub(crate) fn from_histories(histories: &[ProjectHist], mut skips: Skips) -> Tra
             } else {
                 "closed_zero_duration"
             });
+            continue;
+        }
+        if (end - start).num_days() > MAX_PROJECT_DAYS {
+            // A typo'd year would otherwise turn one row into thousands of snapshots.
+            skips.bump("closed_implausible_duration");
             continue;
         }
         let completed = closure == Closure::Completed;
