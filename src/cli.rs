@@ -37,6 +37,22 @@ pub enum Command {
     DemoData(DemoArgs),
     /// Measure a running system over HTTP: throughput, latency, worker CPU per job.
     Bench(BenchArgs),
+    /// Train and evaluate every target offline (no queue, no registry) and
+    /// print the report: the same code as the retrain job.
+    Train(TrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Backend database to learn from (default: DATABASE_URL).
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Targets to train (default: all three).
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Vec<String>,
 }
 
 #[derive(Debug, Args)]

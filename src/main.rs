@@ -3,8 +3,14 @@
 mod bench;
 mod cli;
 mod roles;
+mod train;
 
 use clap::Parser;
+
+// glibc's allocator keeps the peak of a training run or a large batch as
+// resident memory for the life of a worker; mimalloc returns it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();

@@ -25,6 +25,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::DemoData(args) => demo_data(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Standalone(args) => standalone(args).await,
+        Command::Train(args) => crate::train::run(args).await,
         other => {
             let config = Arc::new(load_config(&HashMap::new())?);
             telemetry::init(&config.log_level, config.log_format)?;
@@ -52,14 +53,17 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }
                 Command::Scheduler => scheduler(config).await,
                 Command::Migrate => migrate(config).await,
-                Command::DemoData(_) | Command::Bench(_) | Command::Standalone(_) => Ok(()),
+                Command::DemoData(_)
+                | Command::Bench(_)
+                | Command::Standalone(_)
+                | Command::Train(_) => Ok(()),
             }
         }
     }
 }
 
 /// `.env` (if present), then the process environment, then `overrides`.
-fn load_config(overrides: &HashMap<String, String>) -> anyhow::Result<Config> {
+pub fn load_config(overrides: &HashMap<String, String>) -> anyhow::Result<Config> {
     let mut vars = Config::env_vars().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     vars.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
     Config::from_vars(&vars).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))

@@ -314,7 +314,8 @@ async fn health_ready_and_openapi() {
         for method in item.as_object().expect("ops").keys() {
             let p = path
                 .replace("{id}", "01JZZZZZZZZZZZZZZZZZZZZZZZ")
-                .replace("{target}", "risk");
+                .replace("{target}", "risk")
+                .replace("{version}", "1");
             let r = c
                 .http
                 .request(

@@ -25,6 +25,7 @@ use rpa_ml_shared::backend::BackendDb;
 use rpa_ml_shared::config::Config;
 use rpa_ml_shared::queue::Queue;
 use rpa_ml_shared::store::Store;
+use rpa_ml_shared::submit::Submitter;
 
 use crate::error::ApiError;
 
@@ -37,11 +38,13 @@ pub struct AppState {
     pub queue: Queue,
     pub backend: BackendDb,
     pub known_projects: Arc<KnownProjects>,
+    pub submitter: Submitter,
 }
 
 impl AppState {
     pub fn new(config: Arc<Config>, store: Store, queue: Queue, backend: BackendDb) -> Self {
         AppState {
+            submitter: Submitter::start(store.clone(), queue.clone()),
             config,
             store,
             queue,
@@ -68,7 +71,11 @@ impl KnownProjects {
         ids: &[i64],
     ) -> Result<std::collections::HashSet<i64>, rpa_ml_shared::backend::BackendError> {
         let unseen: Vec<i64> = match self.ids.read() {
-            Ok(known) => ids.iter().copied().filter(|id| !known.contains(id)).collect(),
+            Ok(known) => ids
+                .iter()
+                .copied()
+                .filter(|id| !known.contains(id))
+                .collect(),
             Err(_) => ids.to_vec(),
         };
         let found = if unseen.is_empty() {

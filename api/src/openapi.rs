@@ -83,6 +83,16 @@ pub fn document() -> Value {
                     "409": error_response("Another retrain of an overlapping target set is active"),
                 }
             }},
+            "/api/v1/models/{target}/versions/{version}": {"get": {
+                "summary": "One model version: parameters, metrics, feature set, fingerprint, artifact checksum, stage",
+                "security": [{"bearer": []}, {"apiKey": []}],
+                "parameters": [
+                    {"name": "target", "in": "path", "required": true, "schema": {"$ref": "#/components/schemas/Target"}},
+                    {"name": "version", "in": "path", "required": true, "schema": {"type": "integer"}}
+                ],
+                "responses": {"200": {"description": "the version"}, "401": error_response("Missing or wrong API key"),
+                    "404": error_response("Unknown target or version")}
+            }},
             "/api/v1/models/{target}/promote": {"post": {
                 "summary": "Promote a version to production by hand (the reason is recorded)",
                 "security": [{"bearer": []}, {"apiKey": []}],

@@ -16,7 +16,6 @@ use serde_json::{Value, json};
 use rpa_ml_shared::jobs::{JobKind, JobPayload, PredictJob, ProjectSelection, RetrainJob};
 use rpa_ml_shared::ml::Target;
 use rpa_ml_shared::store::{JobRow, ModelStage};
-use rpa_ml_shared::submit::submit;
 
 use crate::error::ApiError;
 use crate::extract::{JsonBody, JsonBodyOrDefault};
@@ -34,6 +33,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/jobs/{id}"),
     ("get", "/api/v1/models"),
     ("post", "/api/v1/models/retrain"),
+    ("get", "/api/v1/models/{target}/versions/{version}"),
     ("post", "/api/v1/models/{target}/promote"),
     ("post", "/api/v1/models/{target}/rollback"),
 ];
@@ -63,6 +63,10 @@ pub fn protected() -> Router<AppState> {
         .route("/api/v1/jobs/{id}", get(get_job))
         .route("/api/v1/models", get(list_models))
         .route("/api/v1/models/retrain", post(retrain))
+        .route(
+            "/api/v1/models/{target}/versions/{version}",
+            get(get_model_version),
+        )
         .route("/api/v1/models/{target}/promote", post(promote))
         .route("/api/v1/models/{target}/rollback", post(rollback))
 }
@@ -312,14 +316,14 @@ pub async fn enqueue(
     headers: &HeaderMap,
     payload: JobPayload,
 ) -> Result<Response, ApiError> {
-    let submitted = submit(
-        &state.store,
-        &state.queue,
-        payload,
-        state.config.job_max_attempts as i32,
-        request_id(headers),
-    )
-    .await?;
+    let submitted = state
+        .submitter
+        .submit(
+            payload,
+            state.config.job_max_attempts as i32,
+            request_id(headers),
+        )
+        .await?;
     let job = &submitted.job;
     let status_url = format!("/api/v1/jobs/{}", job.id);
     let mut body = json!({
@@ -406,6 +410,41 @@ pub fn job_view(job: &JobRow) -> Value {
     })
 }
 
+fn model_view(m: &rpa_ml_shared::store::ModelRow) -> Value {
+    json!({
+        "target": m.target,
+        "version": m.version,
+        "stage": m.stage.as_str(),
+        "stage_reason": m.stage_reason,
+        "learner": m.learner,
+        "metrics": m.metrics,
+        "feature_set_version": m.feature_set_version,
+        "data_fingerprint": m.data_fingerprint,
+        "code_version": m.code_version,
+        "artifact_path": m.artifact_path,
+        "artifact_sha256": m.artifact_sha256,
+        "job_id": m.job_id,
+        "created_at": m.created_at,
+        "promoted_at": m.promoted_at,
+    })
+}
+
+async fn get_model_version(
+    State(state): State<AppState>,
+    Path((target, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let target = path_target(&target)?;
+    let version: i32 = version.parse().map_err(|_| {
+        ApiError::not_found(format!("model versions are integers, got {version:?}"))
+    })?;
+    let m = state
+        .store
+        .get_model(target, version)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("{target} has no version {version}")))?;
+    Ok(Json(model_view(&m)))
+}
+
 async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let models = state.store.list_models().await?;
     let mut by_target: BTreeMap<String, Vec<Value>> = Target::ALL
@@ -416,19 +455,7 @@ async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
         by_target
             .entry(m.target.to_string())
             .or_default()
-            .push(json!({
-                "version": m.version,
-                "stage": m.stage.as_str(),
-                "stage_reason": m.stage_reason,
-                "learner": m.learner,
-                "metrics": m.metrics,
-                "feature_set_version": m.feature_set_version,
-                "data_fingerprint": m.data_fingerprint,
-                "code_version": m.code_version,
-                "artifact_sha256": m.artifact_sha256,
-                "created_at": m.created_at,
-                "promoted_at": m.promoted_at,
-            }));
+            .push(model_view(&m));
     }
     let targets: serde_json::Map<String, Value> = by_target
         .into_iter()

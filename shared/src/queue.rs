@@ -211,6 +211,52 @@ impl Queue {
         Ok(())
     }
 
+    /// Pushes several messages to one queue in one apalis call (one Lua
+    /// script on Redis), each under its caller-chosen task id.
+    pub async fn push_many(
+        &self,
+        queue: QueueName,
+        items: &[(JobMessage, String)],
+    ) -> Result<(), QueueError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let tasks: Vec<_> = items
+            .iter()
+            .map(|(msg, id)| {
+                TaskBuilder::new(msg.clone())
+                    .task_id(TaskId::from_string(id))
+                    .build()
+            })
+            .collect();
+        match self {
+            Queue::Redis(r) => {
+                let mut storage: RedisStorage<JobMessage> =
+                    RedisStorage::new(r.conn.clone()).with_config(self.redis_config(queue));
+                storage
+                    .push_all(futures::stream::iter(tasks))
+                    .await
+                    .map_err(|e| QueueError::Unreachable(e.to_string()))?;
+                let mut conn = r.conn.clone();
+                let _: Result<i64, _> = conn.publish(self.wake_channel(queue), 1).await;
+            }
+            Queue::Sqlite(s) => {
+                let pool = s
+                    .pool
+                    .as_ref()
+                    .ok_or_else(|| QueueError::Other("embedded queue has no database".into()))?;
+                let mut storage: SqliteStorage<JobMessage> =
+                    SqliteStorage::new(pool).with_config(self.sqlite_config(queue));
+                storage
+                    .push_all(futures::stream::iter(tasks))
+                    .await
+                    .map_err(|e| QueueError::Unreachable(e.to_string()))?;
+                s.wake(queue);
+            }
+        }
+        Ok(())
+    }
+
     fn wake_channel(&self, queue: QueueName) -> String {
         format!("{}:wake", self.apalis_queue_name(queue))
     }

@@ -57,6 +57,20 @@ pub enum Store {
     Postgres(PgPool),
 }
 
+macro_rules! bind_prediction {
+    ($q:expr, $r:expr, $now:expr) => {
+        $q.bind(&$r.job_id)
+            .bind($r.project_id)
+            .bind($r.target.as_str())
+            .bind($r.model_version)
+            .bind($r.value)
+            .bind(&$r.class)
+            .bind($r.output.as_ref().map(Json))
+            .bind(&$r.error)
+            .bind($now)
+    };
+}
+
 /// Runs the same expression against whichever pool this store holds.
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
@@ -413,6 +427,80 @@ impl Store {
 
     // ---- jobs -------------------------------------------------------------
 
+    /// Writes several new queued jobs that carry no dedup key in one
+    /// statement (the API batches concurrent requests this way: one commit
+    /// for many jobs). Returns the rows in the order given.
+    pub async fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<JobRow>, StoreError> {
+        let now = Utc::now();
+        let mut out = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(200) {
+            let mut sql = String::from(
+                "INSERT INTO jobs (id, kind, queue, payload, state, attempts, max_attempts, progress, \
+                 request_id, created_at, updated_at, run_at, queue_task_id, pushed_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 8;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, 'queued', 0, ${}, 0, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 7,
+                    b + 7,
+                    b + 8,
+                    b + 7
+                ));
+            }
+            sql.push_str(concat!(" RETURNING ", job_columns!()));
+            let raws: Vec<RawJob> = on_pool!(self, p => {
+                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()));
+                for j in chunk {
+                    let kind = j.payload.kind();
+                    q = q
+                        .bind(&j.id)
+                        .bind(kind.as_str())
+                        .bind(kind.queue().as_str())
+                        .bind(Json(&j.payload))
+                        .bind(j.max_attempts)
+                        .bind(&j.request_id)
+                        .bind(now)
+                        .bind(&j.queue_task_id);
+                }
+                q.fetch_all(p).await
+            })?;
+            let mut by_id: std::collections::HashMap<String, JobRow> = raws
+                .into_iter()
+                .map(|r| JobRow::try_from(r).map(|j| (j.id.clone(), j)))
+                .collect::<Result<_, _>>()?;
+            for j in chunk {
+                let row = by_id
+                    .remove(&j.id)
+                    .ok_or_else(|| StoreError::Query(format!("job {} was not inserted", j.id)))?;
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records a failed push for several jobs at once.
+    pub async fn mark_push_failed_many(
+        &self,
+        ids: &[String],
+        error: &str,
+    ) -> Result<(), StoreError> {
+        for id in ids {
+            self.mark_push_failed(id, error).await?;
+        }
+        Ok(())
+    }
+
     /// Writes a new queued job, or returns the active job it duplicates.
     pub async fn insert_job(&self, job: NewJob) -> Result<InsertOutcome, StoreError> {
         let now = Utc::now();
@@ -752,52 +840,63 @@ impl Store {
     /// so each (job, project, target) has exactly one.
     pub async fn upsert_predictions(&self, rows: &[PredictionRow]) -> Result<(), StoreError> {
         let now = Utc::now();
-        // 9 binds per row; SQLite allows 32766 variables per statement.
-        for chunk in rows.chunks(1000) {
-            let mut sql = String::from(
-                "INSERT INTO predictions (job_id, project_id, target, model_version, value, class, output, error, created_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = i * 9;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${},${},${},${},${},${},${},${},${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8,
-                    b + 9
-                ));
-            }
-            sql.push_str(
-                " ON CONFLICT (job_id, project_id, target) DO UPDATE SET model_version = excluded.model_version, \
-                 value = excluded.value, class = excluded.class, output = excluded.output, error = excluded.error, \
-                 created_at = excluded.created_at",
-            );
-            on_pool!(self, p => {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for chunk in rows.chunks(PREDICTION_CHUNK) {
+                let sql = predictions_sql(chunk.len());
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
                 for r in chunk {
-                    q = q
-                        .bind(&r.job_id)
-                        .bind(r.project_id)
-                        .bind(r.target.as_str())
-                        .bind(r.model_version)
-                        .bind(r.value)
-                        .bind(&r.class)
-                        .bind(r.output.as_ref().map(Json))
-                        .bind(&r.error)
-                        .bind(now);
+                    q = bind_prediction!(q, r, now);
                 }
-                q.execute(p).await.map(|r| r.rows_affected())
-            })?;
-        }
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })?;
         Ok(())
+    }
+
+    /// Marks a running job held by `worker` succeeded and stores its
+    /// per-project answers, in one transaction: either both happen or, if
+    /// the job was taken away meanwhile, neither (returns false).
+    pub async fn succeed_job(
+        &self,
+        id: &str,
+        worker: &str,
+        result: &serde_json::Value,
+        rows: &[PredictionRow],
+    ) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let kept = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let done = sqlx::query(
+                "UPDATE jobs SET state = 'succeeded', result = $3, error = NULL, finished_at = $4, \
+                 updated_at = $4, progress = 1, stage = 'succeeded' \
+                 WHERE id = $1 AND worker = $2 AND state = 'running'",
+            )
+            .bind(id)
+            .bind(worker)
+            .bind(Json(result))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done == 1 {
+                for chunk in rows.chunks(PREDICTION_CHUNK) {
+                    let sql = predictions_sql(chunk.len());
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+                    for r in chunk {
+                        q = bind_prediction!(q, r, now);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok::<bool, sqlx::Error>(true)
+            } else {
+                tx.rollback().await?;
+                Ok(false)
+            }
+        })?;
+        Ok(kept)
     }
 
     pub async fn count_predictions(&self, job_id: &str) -> Result<i64, StoreError> {
@@ -919,6 +1018,40 @@ impl Store {
         raws.into_iter().map(ModelRow::try_from).collect()
     }
 
+    /// Keeps the newest `keep` versions of `target` (and always the
+    /// production one); deletes the other rows and returns them so the
+    /// caller can remove their artifacts.
+    pub async fn prune_models(
+        &self,
+        target: Target,
+        keep: usize,
+    ) -> Result<Vec<ModelRow>, StoreError> {
+        let all: Vec<ModelRow> = self
+            .list_models()
+            .await?
+            .into_iter()
+            .filter(|m| m.target == target)
+            .collect();
+        // list_models is newest first.
+        let doomed: Vec<ModelRow> = all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, m)| *i >= keep && m.stage != ModelStage::Production)
+            .map(|(_, m)| m)
+            .collect();
+        for m in &doomed {
+            on_pool!(self, p => sqlx::query(
+                "DELETE FROM models WHERE target = $1 AND version = $2 AND stage <> 'production'",
+            )
+            .bind(target.as_str())
+            .bind(m.version)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
+        }
+        Ok(doomed)
+    }
+
     pub async fn model_count(&self) -> Result<i64, StoreError> {
         let (n,): (i64,) =
             on_pool!(self, p => sqlx::query_as("SELECT COUNT(*) FROM models").fetch_one(p).await)?;
@@ -972,6 +1105,39 @@ impl Store {
         .await)?;
         Ok(rows)
     }
+}
+
+/// Rows per INSERT: 9 binds each, under SQLite's 32766-variable limit.
+const PREDICTION_CHUNK: usize = 1000;
+
+fn predictions_sql(n: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO predictions (job_id, project_id, target, model_version, value, class, output, error, created_at) VALUES ",
+    );
+    for i in 0..n {
+        let b = i * 9;
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!(
+            "(${},${},${},${},${},${},${},${},${})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5,
+            b + 6,
+            b + 7,
+            b + 8,
+            b + 9
+        ));
+    }
+    sql.push_str(
+        " ON CONFLICT (job_id, project_id, target) DO UPDATE SET model_version = excluded.model_version, \
+         value = excluded.value, class = excluded.class, output = excluded.output, error = excluded.error, \
+         created_at = excluded.created_at",
+    );
+    sql
 }
 
 /// The file path inside a `sqlite:` URL (or a bare path).

@@ -63,3 +63,150 @@ pub async fn submit(
         queue_error,
     })
 }
+
+/// Batches concurrent submissions: while one batch is being written, new
+/// requests queue up and go in the next one, so under load many jobs share
+/// one INSERT (one commit) and one queue push, and an idle system pays no
+/// added latency. Deduplicated jobs (retrains) take the single path.
+#[derive(Clone)]
+pub struct Submitter {
+    tx: tokio::sync::mpsc::Sender<Pending>,
+    store: Store,
+    queue: Queue,
+}
+
+struct Pending {
+    payload: JobPayload,
+    max_attempts: i32,
+    request_id: Option<String>,
+    reply: tokio::sync::oneshot::Sender<Result<Submitted, StoreError>>,
+}
+
+const MAX_BATCH: usize = 256;
+const WRITERS: usize = 2;
+
+impl Submitter {
+    pub fn start(store: Store, queue: Queue) -> Submitter {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Pending>(4096);
+        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..WRITERS {
+            let (rx, store, queue) = (rx.clone(), store.clone(), queue.clone());
+            tokio::spawn(async move {
+                loop {
+                    let mut batch = Vec::new();
+                    {
+                        let mut rx = rx.lock().await;
+                        match rx.recv().await {
+                            Some(p) => batch.push(p),
+                            None => return,
+                        }
+                        while batch.len() < MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(p) => batch.push(p),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    write_batch(&store, &queue, batch).await;
+                }
+            });
+        }
+        Submitter { tx, store, queue }
+    }
+
+    pub async fn submit(
+        &self,
+        payload: JobPayload,
+        max_attempts: i32,
+        request_id: Option<String>,
+    ) -> Result<Submitted, StoreError> {
+        if payload.dedup_key().is_some() {
+            return submit(&self.store, &self.queue, payload, max_attempts, request_id).await;
+        }
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let pending = Pending {
+            payload,
+            max_attempts,
+            request_id,
+            reply,
+        };
+        if let Err(e) = self.tx.send(pending).await {
+            // The writers are gone (shutting down): write this one directly.
+            let p = e.0;
+            return submit(
+                &self.store,
+                &self.queue,
+                p.payload,
+                p.max_attempts,
+                p.request_id,
+            )
+            .await;
+        }
+        rx.await
+            .map_err(|_| StoreError::Query("job writer stopped before answering".into()))?
+    }
+}
+
+async fn write_batch(store: &Store, queue: &Queue, batch: Vec<Pending>) {
+    let news: Vec<NewJob> = batch
+        .iter()
+        .map(|p| NewJob {
+            id: ulid::Ulid::new().to_string(),
+            queue_task_id: crate::queue::new_task_id(),
+            payload: p.payload.clone(),
+            max_attempts: p.max_attempts,
+            request_id: p.request_id.clone(),
+        })
+        .collect();
+    let rows = match store.insert_jobs(&news).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            let msg = e.to_string();
+            let transient = e.is_transient();
+            for p in batch {
+                let err = if transient {
+                    StoreError::Unreachable(msg.clone())
+                } else {
+                    StoreError::Query(msg.clone())
+                };
+                let _ = p.reply.send(Err(err));
+            }
+            return;
+        }
+    };
+    // Rows are durable now; push per queue.
+    let mut by_queue: std::collections::BTreeMap<
+        crate::jobs::QueueName,
+        Vec<(JobMessage, String)>,
+    > = Default::default();
+    for (row, new) in rows.iter().zip(&news) {
+        by_queue.entry(row.queue).or_default().push((
+            JobMessage {
+                job_id: row.id.clone(),
+                kind: row.kind,
+                request_id: row.request_id.clone(),
+            },
+            new.queue_task_id.clone(),
+        ));
+    }
+    let mut failed: std::collections::HashMap<String, String> = Default::default();
+    for (q, items) in by_queue {
+        if let Err(e) = queue.push_many(q, &items).await {
+            let msg = e.to_string();
+            tracing::warn!(error = %msg, jobs = items.len(), "push failed; the reconciler will push these jobs");
+            let ids: Vec<String> = items.iter().map(|(m, _)| m.job_id.clone()).collect();
+            let _ = store.mark_push_failed_many(&ids, &msg).await;
+            for id in ids {
+                failed.insert(id, msg.clone());
+            }
+        }
+    }
+    for (p, job) in batch.into_iter().zip(rows) {
+        let queue_error = failed.get(&job.id).cloned();
+        let _ = p.reply.send(Ok(Submitted {
+            job,
+            created: true,
+            queue_error,
+        }));
+    }
+}

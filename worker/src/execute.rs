@@ -24,6 +24,7 @@ use rpa_ml_shared::store::{Claim, JobRow, ModelStage, NewModel, PredictionRow, S
 
 use crate::WorkerState;
 use crate::models::ModelError;
+use rpa_ml_shared::config::Config;
 
 /// Why a job did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -118,23 +119,27 @@ pub async fn handle_message(state: Arc<WorkerState>, msg: JobMessage) -> Result<
     .await
 }
 
+/// A successful job's result, and the per-project rows stored with it.
+pub enum Outcome {
+    Plain(Value),
+    WithPredictions(Value, Vec<PredictionRow>),
+}
+
 async fn record_outcome(
     state: &WorkerState,
     job: &JobRow,
-    outcome: Result<Value, JobError>,
+    outcome: Result<Outcome, JobError>,
     elapsed_ms: f64,
 ) -> Result<(), StoreError> {
     let store = &state.store;
     match outcome {
-        Ok(result) => {
+        Ok(outcome) => {
+            let (result, rows) = match outcome {
+                Outcome::Plain(v) => (v, Vec::new()),
+                Outcome::WithPredictions(v, rows) => (v, rows),
+            };
             let kept = store
-                .finish_job(
-                    &job.id,
-                    &state.name,
-                    JobState::Succeeded,
-                    Some(&result),
-                    None,
-                )
+                .succeed_job(&job.id, &state.name, &result, &rows)
                 .await?;
             if kept {
                 tracing::info!(elapsed_ms, "job succeeded");
@@ -195,7 +200,11 @@ fn backoff(attempt: i32) -> Duration {
     Duration::from_secs((1u64 << exp).min(300))
 }
 
-async fn run_predict(state: &WorkerState, job: &JobRow, p: &PredictJob) -> Result<Value, JobError> {
+async fn run_predict(
+    state: &WorkerState,
+    job: &JobRow,
+    p: &PredictJob,
+) -> Result<Outcome, JobError> {
     if p.targets.is_empty() {
         return Err(JobError::Permanent("no targets requested".into()));
     }
@@ -306,7 +315,6 @@ async fn run_predict(state: &WorkerState, job: &JobRow, p: &PredictJob) -> Resul
                 .await?;
         }
     }
-    state.store.upsert_predictions(&rows_out).await?;
     let versions: BTreeMap<String, Value> = models
         .iter()
         .map(|(t, m)| {
@@ -316,21 +324,28 @@ async fn run_predict(state: &WorkerState, job: &JobRow, p: &PredictJob) -> Resul
             )
         })
         .collect();
-    Ok(json!({
-        "as_of": as_of,
-        "feature_set_version": FEATURE_SET_VERSION,
-        "models": versions,
-        "summary": {
-            "projects": ids.len(),
-            "predicted": predicted,
-            "errors": errors,
-        },
-        "skipped": skipped,
-        "predictions": entries,
-    }))
+    Ok(Outcome::WithPredictions(
+        json!({
+            "as_of": as_of,
+            "feature_set_version": FEATURE_SET_VERSION,
+            "models": versions,
+            "summary": {
+                "projects": ids.len(),
+                "predicted": predicted,
+                "errors": errors,
+            },
+            "skipped": skipped,
+            "predictions": entries,
+        }),
+        rows_out,
+    ))
 }
 
-async fn run_retrain(state: &WorkerState, job: &JobRow, r: &RetrainJob) -> Result<Value, JobError> {
+async fn run_retrain(
+    state: &WorkerState,
+    job: &JobRow,
+    r: &RetrainJob,
+) -> Result<Outcome, JobError> {
     if r.targets.is_empty() {
         return Err(JobError::Permanent("no targets requested".into()));
     }
@@ -348,11 +363,7 @@ async fn run_retrain(state: &WorkerState, job: &JobRow, r: &RetrainJob) -> Resul
         store
             .set_progress(&job.id, &state.name, &format!("fitting {target}"), base)
             .await?;
-        let opts = TrainOptions {
-            seed: 42,
-            min_training_samples: state.config.min_training_samples,
-            threshold: threshold(state, target),
-        };
+        let opts = train_options(&state.config, target);
         let set_for = set.clone();
         let fitted = tokio::task::spawn_blocking(move || ml::train(target, &set_for, &opts))
             .await
@@ -405,6 +416,7 @@ async fn run_retrain(state: &WorkerState, job: &JobRow, r: &RetrainJob) -> Resul
             .set_model_stage(target, row.version, stage.clone(), Some(&reason))
             .await?;
         state.models.invalidate(target);
+        prune(state, target).await;
         tracing::info!(model.target = %target, model.version = row.version, stage = stage.as_str(), %reason, "model registered");
         out.insert(
             target.to_string(),
@@ -414,18 +426,47 @@ async fn run_retrain(state: &WorkerState, job: &JobRow, r: &RetrainJob) -> Resul
     if failures.len() == n {
         return Err(JobError::Permanent(failures.join("; ")));
     }
-    Ok(json!({
+    Ok(Outcome::Plain(json!({
         "data_fingerprint": fingerprint,
         "feature_set_version": FEATURE_SET_VERSION,
         "targets": out,
-    }))
+    })))
 }
 
-fn threshold(state: &WorkerState, target: Target) -> f64 {
-    match target {
-        Target::CompletionTime => state.config.completion_time_mae_threshold,
-        Target::BudgetVariance => state.config.budget_variance_mae_threshold,
-        Target::Risk => state.config.risk_score_accuracy_threshold,
+/// Applies MODEL_RETENTION: older versions (never production) lose their
+/// rows and artifacts. A failure here is logged, not fatal: the new model
+/// is already registered.
+async fn prune(state: &WorkerState, target: Target) {
+    match state
+        .store
+        .prune_models(target, state.config.model_retention)
+        .await
+    {
+        Ok(removed) => {
+            for m in removed {
+                if let Err(e) = std::fs::remove_file(&m.artifact_path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(model.target = %target, model.version = m.version, error = %e, "could not remove artifact");
+                }
+                tracing::info!(model.target = %target, model.version = m.version, "model version removed by retention");
+            }
+        }
+        Err(e) => tracing::warn!(model.target = %target, error = %e, "model retention failed"),
+    }
+}
+
+/// The training options for `target` from configuration; shared with the
+/// offline `rpa-ml train` so both fit the same way.
+pub fn train_options(config: &Config, target: Target) -> TrainOptions {
+    TrainOptions {
+        seed: 42,
+        min_training_samples: config.min_training_samples,
+        threshold: match target {
+            Target::CompletionTime => config.completion_time_mae_threshold,
+            Target::BudgetVariance => config.budget_variance_mae_threshold,
+            Target::Risk => config.risk_score_accuracy_threshold,
+        },
     }
 }
 

@@ -112,11 +112,23 @@ impl ModelCache {
         broken: i32,
         err: &str,
     ) -> Result<LoadedModel, ModelError> {
-        let all = self.store.list_models().await?;
-        for row in all
-            .iter()
-            .filter(|m| m.target == target && m.version < broken && m.stage == ModelStage::Archived)
-        {
+        let mut candidates: Vec<ModelRow> = self
+            .store
+            .list_models()
+            .await?
+            .into_iter()
+            .filter(|m| {
+                m.target == target && m.version != broken && m.stage == ModelStage::Archived
+            })
+            .collect();
+        // The version most recently in production first: that is what was
+        // answering before the broken one.
+        candidates.sort_by(|a, b| {
+            b.promoted_at
+                .cmp(&a.promoted_at)
+                .then(b.version.cmp(&a.version))
+        });
+        for row in &candidates {
             if let Ok(m) = self.load(row).await {
                 return Ok(LoadedModel {
                     version: row.version,
