@@ -9,4 +9,18 @@ export DATABASE_TEST_URL="${DATABASE_TEST_URL:-postgres://postgres@127.0.0.1:543
 export REDIS_TEST_URL="${REDIS_TEST_URL:-redis://127.0.0.1:6379}"
 # Integration tests spawn several processes each; two cores are enough for
 # four at a time.
-exec cargo test --locked --workspace -- --test-threads="${TEST_THREADS:-4}" "$@"
+# Optional: a real MLflow server for the export test (installed once into a
+# venv outside the clone; the test says so and skips if this fails).
+bash scripts/mlflow.sh || echo "mlflow could not be installed; the MLflow export test will be skipped"
+export RPA_ML_MLFLOW="${RPA_ML_MLFLOW:-/var/tmp/rpa-ml-mlflow/bin/mlflow}"
+
+log="$(mktemp)"
+set +e
+cargo test --locked --workspace -- --test-threads="${TEST_THREADS:-4}" "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo ends on its doc-test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+rm -f "$log"
+exit "$status"

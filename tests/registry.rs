@@ -97,7 +97,7 @@ async fn rollback_retention_and_a_corrupt_artifact() {
     let mut env = TestEnv::new(Mode::Scale).await;
     env.extra.insert("MODEL_RETENTION".into(), "2".into());
     env.spawn("api", &["api"], &[]);
-    env.spawn("worker", &["worker"], &[]);
+    let first_worker = env.spawn("worker", &["worker"], &[]);
     env.wait_ready().await;
     let c = env.client();
     // Three fits of the same data: the first is production, the next two
@@ -129,7 +129,9 @@ async fn rollback_retention_and_a_corrupt_artifact() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x55;
     std::fs::write(path, bytes).expect("corrupt");
-    // A fresh worker has nothing cached.
+    // A worker that verified an artifact keeps it in memory; a fresh one
+    // must read the corrupt file.
+    env.kill9(first_worker);
     env.spawn("worker2", &["worker", "--queues", "predict"], &[]);
     let ids = open_projects(&shared_backend(), 2).await;
     for _ in 0..4 {

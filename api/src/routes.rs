@@ -520,6 +520,7 @@ async fn promote(
         .set_model_stage(target, model.version, ModelStage::Production, Some(&reason))
         .await?;
     tracing::info!(model.target = %target, model.version = model.version, "model promoted by hand");
+    move_mlflow_alias(&state, target, model.version).await;
     Ok(Json(
         json!({"target": target, "production_version": model.version, "reason": reason}),
     ))
@@ -569,7 +570,30 @@ async fn rollback(
         )
         .await?;
     tracing::info!(model.target = %target, from = current.version, to = previous.version, "model rolled back");
+    move_mlflow_alias(&state, target, previous.version).await;
     Ok(Json(
         json!({"target": target, "production_version": previous.version, "rolled_back_from": current.version}),
     ))
+}
+
+/// Keeps MLflow's `production` alias on the version the registry promoted,
+/// when that version was exported. Best effort: logged, never an error.
+async fn move_mlflow_alias(state: &AppState, target: Target, version: i32) {
+    let Some(mlflow) = rpa_ml_shared::mlflow::Mlflow::from_config(
+        state.config.mlflow_tracking_uri.as_deref(),
+        &state.config.mlflow_experiment_name,
+    ) else {
+        return;
+    };
+    let record = match state.store.model_mlflow(target, version).await {
+        Ok(Some(r)) => r,
+        _ => return,
+    };
+    if let (Some(name), Some(v)) = (
+        record["registered_model"].as_str(),
+        record["model_version"].as_str(),
+    ) && let Err(e) = mlflow.set_production(name, v).await
+    {
+        tracing::warn!(error = %e, "MLflow alias not moved");
+    }
 }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod demo;
 pub mod jobs;
 pub mod ml;
+pub mod mlflow;
 pub mod queue;
 pub mod store;
 pub mod submit;

@@ -180,35 +180,7 @@ impl Queue {
         {
             builder = builder.run_at_timestamp(at.timestamp().max(0) as u64);
         }
-        let task = builder.build();
-        match self {
-            Queue::Redis(r) => {
-                let mut storage: RedisStorage<JobMessage> =
-                    RedisStorage::new(r.conn.clone()).with_config(self.redis_config(queue));
-                storage
-                    .push_task(task)
-                    .await
-                    .map_err(|e| QueueError::Unreachable(e.to_string()))?;
-                // apalis-redis files every new task under "scheduled" and
-                // publishes nothing for those, so wake the workers ourselves.
-                let mut conn = r.conn.clone();
-                let _: Result<i64, _> = conn.publish(self.wake_channel(queue), 1).await;
-            }
-            Queue::Sqlite(s) => {
-                let pool = s
-                    .pool
-                    .as_ref()
-                    .ok_or_else(|| QueueError::Other("embedded queue has no database".into()))?;
-                let mut storage: SqliteStorage<JobMessage> =
-                    SqliteStorage::new(pool).with_config(self.sqlite_config(queue));
-                storage
-                    .push_task(task)
-                    .await
-                    .map_err(|e| QueueError::Unreachable(e.to_string()))?;
-                s.wake(queue);
-            }
-        }
-        Ok(())
+        self.push_tasks(queue, vec![builder.build()]).await
     }
 
     /// Pushes several messages to one queue in one apalis call (one Lua
@@ -229,6 +201,14 @@ impl Queue {
                     .build()
             })
             .collect();
+        self.push_tasks(queue, tasks).await
+    }
+
+    async fn push_tasks(
+        &self,
+        queue: QueueName,
+        tasks: Vec<apalis_core::task::Task<JobMessage>>,
+    ) -> Result<(), QueueError> {
         match self {
             Queue::Redis(r) => {
                 let mut storage: RedisStorage<JobMessage> =
@@ -237,16 +217,14 @@ impl Queue {
                     .push_all(futures::stream::iter(tasks))
                     .await
                     .map_err(|e| QueueError::Unreachable(e.to_string()))?;
+                // apalis-redis files every new task under "scheduled" and
+                // publishes nothing for those, so wake the workers ourselves.
                 let mut conn = r.conn.clone();
                 let _: Result<i64, _> = conn.publish(self.wake_channel(queue), 1).await;
             }
             Queue::Sqlite(s) => {
-                let pool = s
-                    .pool
-                    .as_ref()
-                    .ok_or_else(|| QueueError::Other("embedded queue has no database".into()))?;
                 let mut storage: SqliteStorage<JobMessage> =
-                    SqliteStorage::new(pool).with_config(self.sqlite_config(queue));
+                    SqliteStorage::new(s.pool()?).with_config(self.sqlite_config(queue));
                 storage
                     .push_all(futures::stream::iter(tasks))
                     .await
@@ -302,10 +280,7 @@ impl Queue {
                 }
             }
             Queue::Sqlite(s) => {
-                let pool = s
-                    .pool
-                    .as_ref()
-                    .ok_or_else(|| QueueError::Other("embedded queue has no database".into()))?;
+                let pool = s.pool()?;
                 let status: Option<(String,)> =
                     sqlx::query_as("SELECT status FROM Jobs WHERE id = $1")
                         .bind(task_id)
@@ -338,10 +313,7 @@ impl Queue {
                 Ok((due + active, later))
             }
             Queue::Sqlite(s) => {
-                let pool = s
-                    .pool
-                    .as_ref()
-                    .ok_or_else(|| QueueError::Other("embedded queue has no database".into()))?;
+                let pool = s.pool()?;
                 let now = unix_now();
                 let (due, later): (i64, i64) = sqlx::query_as(
                     "SELECT COALESCE(SUM(CASE WHEN run_at <= $2 THEN 1 ELSE 0 END), 0), \
@@ -369,10 +341,7 @@ impl Queue {
                 Ok(())
             }
             Queue::Sqlite(s) => {
-                let pool = s
-                    .pool
-                    .as_ref()
-                    .ok_or_else(|| QueueError::Other("embedded queue has no database".into()))?;
+                let pool = s.pool()?;
                 sqlx::query("SELECT 1")
                     .execute(pool)
                     .await
@@ -406,6 +375,12 @@ impl Queue {
 }
 
 impl SqliteQueue {
+    fn pool(&self) -> Result<&SqlitePool, QueueError> {
+        self.pool
+            .as_ref()
+            .ok_or_else(|| QueueError::Other("embedded queue has no database".into()))
+    }
+
     fn wake(&self, queue: QueueName) {
         if let Ok(mut w) = self.wakers.lock()
             && let Some(senders) = w.get_mut(&queue)

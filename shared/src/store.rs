@@ -438,26 +438,11 @@ impl Store {
                 "INSERT INTO jobs (id, kind, queue, payload, state, attempts, max_attempts, progress, \
                  request_id, created_at, updated_at, run_at, queue_task_id, pushed_at) VALUES ",
             );
-            for i in 0..chunk.len() {
-                let b = i * 8;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, 'queued', 0, ${}, 0, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 7,
-                    b + 7,
-                    b + 8,
-                    b + 7
-                ));
-            }
+            sql.push_str(&values_rows(
+                chunk.len(),
+                8,
+                "($1, $2, $3, $4, 'queued', 0, $5, 0, $6, $7, $7, $7, $8, $7)",
+            ));
             sql.push_str(concat!(" RETURNING ", job_columns!()));
             let raws: Vec<RawJob> = on_pool!(self, p => {
                 let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()));
@@ -977,6 +962,39 @@ impl Store {
         Ok(())
     }
 
+    /// Records where this version was exported to MLflow.
+    pub async fn set_model_mlflow(
+        &self,
+        target: Target,
+        version: i32,
+        mlflow: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        on_pool!(self, p => sqlx::query("UPDATE models SET mlflow = $3 WHERE target = $1 AND version = $2")
+            .bind(target.as_str())
+            .bind(version)
+            .bind(Json(mlflow))
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// The MLflow export record of a version, if it was exported.
+    pub async fn model_mlflow(
+        &self,
+        target: Target,
+        version: i32,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let row: Option<(Option<Json<serde_json::Value>>,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT mlflow FROM models WHERE target = $1 AND version = $2",
+        )
+        .bind(target.as_str())
+        .bind(version)
+        .fetch_optional(p)
+        .await)?;
+        Ok(row.and_then(|r| r.0).map(|j| j.0))
+    }
+
     pub async fn production_model(&self, target: Target) -> Result<Option<ModelRow>, StoreError> {
         let sql = concat!(
             "SELECT ",
@@ -1114,30 +1132,40 @@ fn predictions_sql(n: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO predictions (job_id, project_id, target, model_version, value, class, output, error, created_at) VALUES ",
     );
-    for i in 0..n {
-        let b = i * 9;
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str(&format!(
-            "(${},${},${},${},${},${},${},${},${})",
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5,
-            b + 6,
-            b + 7,
-            b + 8,
-            b + 9
-        ));
-    }
+    sql.push_str(&values_rows(n, 9, "($1, $2, $3, $4, $5, $6, $7, $8, $9)"));
     sql.push_str(
         " ON CONFLICT (job_id, project_id, target) DO UPDATE SET model_version = excluded.model_version, \
          value = excluded.value, class = excluded.class, output = excluded.output, error = excluded.error, \
          created_at = excluded.created_at",
     );
     sql
+}
+
+/// `n` comma-separated copies of `row`, whose `$k` placeholders are
+/// renumbered for each copy (copy i uses `$(i * per_row + k)`): the VALUES
+/// list of a multi-row INSERT.
+fn values_rows(n: usize, per_row: usize, row: &str) -> String {
+    let mut out = String::with_capacity(n * (row.len() + 8));
+    for i in 0..n {
+        if i > 0 {
+            out.push(',');
+        }
+        let mut chars = row.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c != '$' {
+                out.push(c);
+                continue;
+            }
+            let mut k = 0usize;
+            while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                k = k * 10 + d as usize;
+                chars.next();
+            }
+            out.push('$');
+            out.push_str(&(i * per_row + k).to_string());
+        }
+    }
+    out
 }
 
 /// The file path inside a `sqlite:` URL (or a bare path).
@@ -1147,4 +1175,17 @@ pub fn sqlite_path(url: &str) -> String {
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or(url);
     rest.split('?').next().unwrap_or(rest).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::values_rows;
+
+    #[test]
+    fn values_rows_renumbers_each_copy() {
+        assert_eq!(
+            values_rows(2, 3, "($1, 'x', $2, $3, $2)"),
+            "($1, 'x', $2, $3, $2),($4, 'x', $5, $6, $5)"
+        );
+    }
 }

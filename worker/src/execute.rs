@@ -355,19 +355,55 @@ async fn run_retrain(
         .await?;
     let set = Arc::new(ml::build_training_set(&state.backend).await?);
     let fingerprint = set.fingerprint();
+    // The training snapshot, for a data scientist to open (named by its
+    // fingerprint, written once).
+    let snapshot = {
+        let (set, dir) = (set.clone(), state.config.feature_store_path.clone());
+        match tokio::task::spawn_blocking(move || ml::write_snapshot(&set, &dir)).await {
+            Ok(Ok(path)) => Some(path.display().to_string()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "training snapshot not written");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "training snapshot task failed");
+                None
+            }
+        }
+    };
     let n = r.targets.len();
     let mut out = serde_json::Map::new();
     let mut failures = Vec::new();
     for (i, &target) in r.targets.iter().enumerate() {
         let base = 0.1 + 0.85 * i as f64 / n as f64;
+        let span = 0.85 / n as f64;
         store
             .set_progress(&job.id, &state.name, &format!("fitting {target}"), base)
             .await?;
-        let opts = train_options(&state.config, target);
+        // Stages reported from the training thread reach the jobs table
+        // through a channel; only the latest one matters.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, f64)>(64);
+        let mut opts = train_options(&state.config, target);
+        opts.progress = Some(Arc::new(move |stage: &str, frac: f64| {
+            let _ = tx.try_send((stage.to_string(), frac));
+        }));
+        let reporter = {
+            let (store, id, worker) = (store.clone(), job.id.clone(), state.name.clone());
+            tokio::spawn(async move {
+                while let Some((stage, frac)) = rx.recv().await {
+                    let stage = format!("{target}: {stage}");
+                    let _ = store
+                        .set_progress(&id, &worker, &stage, base + span * 0.8 * frac)
+                        .await;
+                }
+            })
+        };
         let set_for = set.clone();
         let fitted = tokio::task::spawn_blocking(move || ml::train(target, &set_for, &opts))
             .await
-            .map_err(|e| JobError::Transient(format!("training task failed: {e}")))?;
+            .map_err(|e| JobError::Transient(format!("training task failed: {e}")));
+        let _ = reporter.await;
+        let fitted = fitted?;
         let (model, report) = match fitted {
             Ok(x) => x,
             Err(e @ TrainError::NotEnoughData { .. }) => {
@@ -410,27 +446,103 @@ async fn run_retrain(
                 job_id: Some(job.id.clone()),
             })
             .await?;
-        let current = store.production_model(target).await?;
-        let (stage, reason) = gate(&report, current.as_ref().map(|m| &m.metrics));
+        let production = production_on_same_holdout(state, target, &set).await;
+        let (stage, reason) = gate(&report, production);
         store
             .set_model_stage(target, row.version, stage.clone(), Some(&reason))
             .await?;
         state.models.invalidate(target);
         prune(state, target).await;
         tracing::info!(model.target = %target, model.version = row.version, stage = stage.as_str(), %reason, "model registered");
-        out.insert(
-            target.to_string(),
-            json!({"version": row.version, "stage": stage.as_str(), "reason": reason, "report": metrics}),
-        );
+        let mut entry = json!({"version": row.version, "stage": stage.as_str(), "reason": reason, "report": metrics});
+        if let Some(mlflow) = &state.mlflow {
+            entry["mlflow"] = export_to_mlflow(state, mlflow, &row, &stage, &metrics).await;
+        }
+        out.insert(target.to_string(), entry);
     }
     if failures.len() == n {
         return Err(JobError::Permanent(failures.join("; ")));
     }
     Ok(Outcome::Plain(json!({
+        "snapshot": snapshot,
         "data_fingerprint": fingerprint,
         "feature_set_version": FEATURE_SET_VERSION,
         "targets": out,
     })))
+}
+
+/// Logs the fit to MLflow and, for a promoted version, moves the
+/// `production` alias. Never fails the retrain: the outcome (or the error)
+/// is returned for the job result and kept on the registry row.
+async fn export_to_mlflow(
+    state: &WorkerState,
+    mlflow: &rpa_ml_shared::mlflow::Mlflow,
+    row: &rpa_ml_shared::store::ModelRow,
+    stage: &ModelStage,
+    metrics: &Value,
+) -> Value {
+    let model_name = format!("rpa-ml-{}", row.target);
+    let numeric: Vec<(String, f64)> = metrics
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x)))
+        .collect();
+    let artifact = std::fs::canonicalize(&row.artifact_path)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| row.artifact_path.clone());
+    let fit = rpa_ml_shared::mlflow::FitRecord {
+        model_name: &model_name,
+        run_name: format!("{}-v{}", row.target, row.version),
+        params: vec![
+            ("learner".into(), row.learner.clone()),
+            (
+                "feature_set_version".into(),
+                row.feature_set_version.clone(),
+            ),
+            ("data_fingerprint".into(), row.data_fingerprint.clone()),
+            ("code_version".into(), row.code_version.clone()),
+            ("rpa_ml_version".into(), row.version.to_string()),
+            (
+                "hyperparameters".into(),
+                metrics
+                    .get("params")
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+            ),
+        ],
+        metrics: numeric,
+        tags: vec![
+            ("rpa_ml.target".into(), row.target.to_string()),
+            ("rpa_ml.stage".into(), stage.as_str().to_string()),
+            ("rpa_ml.artifact_sha256".into(), row.artifact_sha256.clone()),
+        ],
+        artifact_uri: format!("file://{artifact}"),
+    };
+    let value = match mlflow.log_fit(&fit).await {
+        Ok(exported) => {
+            if *stage == ModelStage::Production
+                && let Err(e) = mlflow
+                    .set_production(&exported.registered_model, &exported.model_version)
+                    .await
+            {
+                tracing::warn!(error = %e, "MLflow alias not moved");
+            }
+            serde_json::to_value(&exported).unwrap_or(Value::Null)
+        }
+        Err(e) => {
+            tracing::warn!(model.target = %row.target, model.version = row.version, error = %e, "MLflow export failed");
+            json!({"error": e.to_string()})
+        }
+    };
+    if let Err(e) = state
+        .store
+        .set_model_mlflow(row.target, row.version, &value)
+        .await
+    {
+        tracing::warn!(error = %e, "could not record the MLflow export");
+    }
+    value
 }
 
 /// Applies MODEL_RETENTION: older versions (never production) lose their
@@ -467,12 +579,37 @@ pub fn train_options(config: &Config, target: Target) -> TrainOptions {
             Target::BudgetVariance => config.budget_variance_mae_threshold,
             Target::Risk => config.risk_score_accuracy_threshold,
         },
+        tuning: config.enable_hyperparameter_tuning,
+        max_trials: config.max_trials as usize,
+        progress: None,
     }
 }
 
-/// Promotion rule: pass the threshold gate, and do no worse than the current
-/// production model's hold-out figure.
-fn gate(report: &ml::TrainReport, production: Option<&Value>) -> (ModelStage, String) {
+/// The current production model's metric on the candidate's hold-out, so
+/// the two are compared on the same rows. Falls back to the figure recorded
+/// at its own fit when it cannot be evaluated here (another feature set, an
+/// unreadable artifact), and says which it used.
+async fn production_on_same_holdout(
+    state: &WorkerState,
+    target: Target,
+    set: &Arc<ml::TrainingSet>,
+) -> Option<(i32, f64, &'static str)> {
+    let row = state.store.production_model(target).await.ok()??;
+    let recorded = row.metrics.get("holdout").and_then(Value::as_f64);
+    if let Ok(loaded) = state.models.production(target).await
+        && loaded.version == row.version
+    {
+        let (model, set) = (loaded.model.clone(), set.clone());
+        if let Ok(Ok(m)) = tokio::task::spawn_blocking(move || ml::evaluate(&model, &set)).await {
+            return Some((row.version, m, "same hold-out"));
+        }
+    }
+    recorded.map(|m| (row.version, m, "its own hold-out"))
+}
+
+/// Promotion rule: pass the threshold gate, and do no worse than the
+/// current production model on the same hold-out.
+fn gate(report: &ml::TrainReport, production: Option<(i32, f64, &str)>) -> (ModelStage, String) {
     let higher_is_better = report.metric == "accuracy";
     if !report.passed {
         let cmp = if higher_is_better { "<" } else { ">" };
@@ -484,10 +621,7 @@ fn gate(report: &ml::TrainReport, production: Option<&Value>) -> (ModelStage, St
             ),
         );
     }
-    if let Some(prod) = production
-        .and_then(|m| m.get("holdout"))
-        .and_then(Value::as_f64)
-    {
+    if let Some((version, prod, basis)) = production {
         let worse = if higher_is_better {
             report.holdout < prod
         } else {
@@ -497,16 +631,23 @@ fn gate(report: &ml::TrainReport, production: Option<&Value>) -> (ModelStage, St
             return (
                 ModelStage::Rejected,
                 format!(
-                    "hold-out {} {:.4} is worse than production's {:.4}",
+                    "hold-out {} {:.4} is worse than production v{version}'s {:.4} ({basis})",
                     report.metric, report.holdout, prod
                 ),
             );
         }
+        return (
+            ModelStage::Production,
+            format!(
+                "passed: hold-out {} {:.4} vs threshold {:.4}; production v{version} scored {:.4} ({basis})",
+                report.metric, report.holdout, report.threshold, prod
+            ),
+        );
     }
     (
         ModelStage::Production,
         format!(
-            "passed: hold-out {} {:.4} vs threshold {:.4}",
+            "passed: hold-out {} {:.4} vs threshold {:.4}; first production model",
             report.metric, report.holdout, report.threshold
         ),
     )

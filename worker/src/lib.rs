@@ -25,6 +25,8 @@ pub struct WorkerState {
     /// This process's name in the roster and in `jobs.worker`.
     pub name: String,
     pub faults: Faults,
+    /// Set when MLFLOW_TRACKING_URI is an http(s) URL.
+    pub mlflow: Option<rpa_ml_shared::mlflow::Mlflow>,
 }
 
 /// Fault injection for the durability tests, off unless set:
@@ -62,12 +64,16 @@ impl WorkerState {
     ) -> Arc<Self> {
         Arc::new(WorkerState {
             models: models::ModelCache::new(store.clone()),
-            config,
             store,
             queue,
             backend,
             name,
             faults: Faults::from_env(),
+            config: config.clone(),
+            mlflow: rpa_ml_shared::mlflow::Mlflow::from_config(
+                config.mlflow_tracking_uri.as_deref(),
+                &config.mlflow_experiment_name,
+            ),
         })
     }
 }

@@ -16,18 +16,20 @@ use crate::backend::{BackendDb, BackendError, Scope};
 
 /// Bumped whenever a feature's meaning, order or fill changes; recorded with
 /// every model so a model never meets features it was not trained on.
-pub const FEATURE_SET_VERSION: &str = "fs-1";
+pub const FEATURE_SET_VERSION: &str = "fs-2";
 
 /// Productive hours per allocated calendar day assumed when turning hours
 /// into days (6 h on 5 days of 7).
 const HOURS_PER_ALLOCATED_DAY: f64 = 6.0 * 5.0 / 7.0;
+/// Tasks created within this many days of the start count as planned scope.
+const PLANNING_WEEK_DAYS: i64 = 7;
 /// Window for the "recent activity" features.
 const RECENT_DAYS: i64 = 28;
 /// Caps keep rate-based projections finite and out of the long tail when
 /// almost no progress has been made.
 const MAX_PROJECTED_DAYS: f64 = 1500.0;
 
-const NAMES: [&str; 53] = [
+const NAMES: [&str; 66] = [
     "complexity",
     "complexity_missing",
     "process_count",
@@ -81,11 +83,26 @@ const NAMES: [&str; 53] = [
     "burn_rate_hours_per_day",
     "remaining_days_at_burn_rate",
     "projected_cost_over_budget",
+    "overdue_days",
+    "schedule_slack",
+    "budget_slack",
+    "projected_slip_by_pace",
+    "projected_slip_by_burn_rate",
+    "projected_slip_by_done_share",
+    "scope_growth",
+    "tasks_added_since_start",
+    "utilization",
+    "recent_burn_hours_per_day",
+    "remaining_days_at_recent_burn",
+    "cost_per_logged_hour",
+    "earned_value_cost_over_budget",
 ];
 
 /// Index of the first feature that depends on the cut-off's progress; the
 /// ones before it describe the plan, the team and its track record.
 pub(crate) const FIRST_PROGRESS_FEATURE: usize = 28;
+/// Index of "elapsed_over_planned" (the calibration groups use it).
+pub(crate) const ELAPSED_OVER_PLANNED: usize = 29;
 
 pub fn feature_names() -> Vec<&'static str> {
     NAMES.to_vec()
@@ -285,12 +302,24 @@ pub(crate) fn compute(
     let mut done_recent = 0usize;
     let mut created_recent = 0usize;
     let mut last_activity: Option<DateTime<Utc>> = None;
+    // Scope as planned: tasks on the books by a week after the start (or
+    // by the cut-off, if that is earlier).
+    let planning_horizon = start
+        .and_then(|s| s.checked_add_signed(Duration::days(PLANNING_WEEK_DAYS)))
+        .map_or(cutoff, |h| h.min(cutoff));
+    let mut est_planned = 0.0;
+    let mut added_later = 0usize;
     for t in visible {
         created_recent += usize::from(t.created >= recent);
         let is_done = t.completed.is_some_and(|c| c < cutoff);
         let is_started = is_done || t.started.is_some_and(|s| s < cutoff);
         let e = t.estimate.unwrap_or(mean_estimate);
         est_known += e;
+        if t.created < planning_horizon {
+            est_planned += e;
+        } else {
+            added_later += 1;
+        }
         if is_done {
             done += 1;
             est_done += e;
@@ -384,6 +413,59 @@ pub(crate) fn compute(
     // far at the pace seen so far, at the team's rate.
     v.push(p.budget.map_or(0.0, |b| {
         ((est_known * pace * team_rate) / b - 1.0).clamp(-1.0, 10.0)
+    }));
+
+    // fs-2: the plan's slack, and projections set against the plan. Trees
+    // split on one feature at a time, so ratios they would need two
+    // features for are given directly.
+    v.push(planned_days.map_or(0.0, |d| (elapsed - d).max(0.0)));
+    v.push(ratio(planned, planned_effort_days).min(20.0));
+    v.push(
+        p.budget
+            .map_or(0.0, |b| ratio(b, est_known * team_rate).min(20.0)),
+    );
+    let slip = |remaining: f64| -> f64 {
+        if planned > 0.0 {
+            ((elapsed + remaining - planned) / planned).clamp(-1.0, 10.0)
+        } else {
+            0.0
+        }
+    };
+    let pace_remaining = (remaining_effort * pace).min(MAX_PROJECTED_DAYS);
+    let burn_remaining = (remaining_hours / burn.max(0.25 * capacity)).min(MAX_PROJECTED_DAYS);
+    v.push(slip(pace_remaining));
+    v.push(slip(burn_remaining));
+    v.push(slip(by_pace));
+    v.push(if est_planned > 0.0 {
+        (est_known / est_planned).min(10.0)
+    } else {
+        1.0
+    });
+    v.push(added_later as f64);
+    v.push(if elapsed >= 7.0 {
+        (logged / (capacity * elapsed)).clamp(0.0, 5.0)
+    } else {
+        1.0
+    });
+    let recent_burn = if elapsed >= 7.0 {
+        logged_recent.max(0.0) / elapsed.min(RECENT_DAYS as f64)
+    } else {
+        capacity
+    };
+    v.push(recent_burn);
+    v.push((remaining_hours / recent_burn.max(0.25 * capacity)).min(MAX_PROJECTED_DAYS));
+    v.push(if logged > 1.0 {
+        (spend / logged).clamp(0.0, 10.0 * team_rate)
+    } else {
+        team_rate
+    });
+    // Earned value: cost to date over the share of work done.
+    v.push(p.budget.map_or(0.0, |b| {
+        if done_share > 0.05 {
+            (spend / done_share / b - 1.0).clamp(-1.0, 10.0)
+        } else {
+            ((est_known * pace * team_rate) / b - 1.0).clamp(-1.0, 10.0)
+        }
     }));
     debug_assert_eq!(v.len(), NAMES.len());
 

@@ -5,19 +5,33 @@
 //! what a model is trained on and what it is asked about cannot drift apart.
 
 mod artifact;
+mod boost;
 mod features;
+mod fit;
 mod history;
+mod linear;
+mod metrics;
 mod model;
+mod snapshot;
 mod target;
 mod training;
 mod tree;
 
 pub use artifact::{ArtifactError, load_artifact, save_artifact};
+pub use boost::BoostParams;
 pub use features::{Extraction, FEATURE_SET_VERSION, FeatureRow, extract_features, feature_names};
-pub use model::{Prediction, TrainError, TrainOptions, TrainReport, TrainedModel, train};
+pub use fit::{
+    ClassFrequencies, CvReport, CvTrial, ProgressFn, TrainError, TrainOptions, TrainReport,
+    evaluate, train,
+};
+pub use model::{Contribution, Prediction, TrainedModel};
+pub use snapshot::write_snapshot;
 pub use target::Target;
 pub use training::{TrainingSet, build_training_set};
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod lab;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;

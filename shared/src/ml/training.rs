@@ -41,6 +41,9 @@ pub(crate) struct ClosedProject {
     pub completed: bool,
     pub budget_variance: Option<f64>,
     pub risk: Option<RiskClass>,
+    /// max(slip, budget variance) of a completed project with a plan and a
+    /// budget: its risk class is this quantity against 0.10 and 0.25.
+    pub overrun: Option<f64>,
     pub holdout: bool,
 }
 
@@ -107,6 +110,11 @@ impl TrainingSet {
         }
     }
 
+    /// The risk target's overrun for a row's project (see `ClosedProject`).
+    pub(crate) fn overrun(&self, row: &Snapshot) -> Option<f64> {
+        self.projects[row.project].overrun
+    }
+
     /// SHA-256 (hex) of the canonical rows: feature set, features and targets.
     pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
@@ -144,10 +152,15 @@ pub async fn build_training_set(db: &BackendDb) -> Result<TrainingSet, BackendEr
     Ok(from_histories(&loaded.projects, loaded.skips))
 }
 
+/// Overrun (slip or budget variance) above which a project is medium risk.
+pub(crate) const RISK_MEDIUM_OVERRUN: f64 = 0.10;
+/// Overrun above which a project is high risk.
+pub(crate) const RISK_HIGH_OVERRUN: f64 = 0.25;
+
 fn risk_class(cancelled: bool, slip: f64, variance: f64) -> RiskClass {
-    if cancelled || slip > 0.25 || variance > 0.25 {
+    if cancelled || slip > RISK_HIGH_OVERRUN || variance > RISK_HIGH_OVERRUN {
         RiskClass::High
-    } else if slip > 0.10 || variance > 0.10 {
+    } else if slip > RISK_MEDIUM_OVERRUN || variance > RISK_MEDIUM_OVERRUN {
         RiskClass::Medium
     } else {
         RiskClass::Low
@@ -210,6 +223,10 @@ pub(crate) fn from_histories(histories: &[ProjectHist], mut skips: Skips) -> Tra
             completed,
             budget_variance: if completed { variance } else { None },
             risk,
+            overrun: match (completed, variance, planned) {
+                (true, Some(var), Some(planned)) => Some(((duration - planned) / planned).max(var)),
+                _ => None,
+            },
             holdout: false,
         });
 

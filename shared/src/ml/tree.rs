@@ -64,6 +64,7 @@ impl TreeModel {
         }
     }
 
+    #[cfg(test)]
     pub fn leaves(&self) -> usize {
         self.nodes
             .iter()

@@ -1,0 +1,1217 @@
+//! Training: split, optional search, conformal calibration, the final fit,
+//! and an honest report against plain baselines on the same held-out rows.
+//!
+//! Everything here is deterministic for a given training set and seed: the
+//! boosters draw rows and columns from seeded generators, the search draws
+//! candidates and folds from one, and no result depends on thread timing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::Target;
+use super::boost::{BoostParams, Booster, Columns, Objective};
+use super::features::{FEATURE_SET_VERSION, FIRST_PROGRESS_FEATURE, feature_names};
+use super::linear::{LinearModel, fit_linear, fit_logistic};
+use super::metrics::{accuracy, argmax, conformal_quantile, macro_f1, mae, median};
+use super::model::{
+    BoostedRegressor, CALIBRATION_GROUPS, Conformal, LEVELS, MAX_REMAINING_DAYS, OrdinalBoosters,
+    OverrunRisk, Params, TrainedModel, Transform, calibration_group, ordinal_probabilities,
+    overrun_probabilities,
+};
+use super::training::{RiskClass, Snapshot, TrainingSet};
+use super::tree::{self, CartParams, TreeModel};
+
+/// The reference CART tree for risk (tree.rs): depth and leaf size.
+const TREE_MAX_DEPTH: usize = 7;
+/// Snapshots of one project are alike; a leaf must hold more than a couple of projects' worth.
+const TREE_MIN_LEAF_ROWS: usize = 20;
+
+/// Share of the training projects, most recently closed, that calibrate the
+/// intervals (the hold-out that reports coverage is never used for it).
+const CALIBRATION_SHARE: f64 = 0.2;
+/// Below this many calibration rows in a group (start / later), the group
+/// borrows the pooled radii.
+const MIN_GROUP_ROWS: usize = 30;
+/// Grouped folds of the search.
+const CV_FOLDS: usize = 3;
+/// The search runs on at most this many training projects (drawn with the
+/// seed), which keeps ten trials of three targets within a minute on two
+/// cores; the chosen parameters are then fitted on all training projects.
+const CV_MAX_PROJECTS: usize = 500;
+
+/// Called with a stage name ("searching 3/10", "calibrating", "fitting",
+/// "evaluating") and the share of this `train` call done so far (0..=1).
+pub type ProgressFn = Arc<dyn Fn(&str, f64) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct TrainOptions {
+    /// Seeds the boosters' row and column sampling and the search's
+    /// candidates and folds: same training set and seed, same model.
+    pub seed: u64,
+    /// Fewer usable projects for the target than this refuses to train.
+    pub min_training_samples: usize,
+    /// MAE gate for the regressions (at most), accuracy gate for risk (at least).
+    pub threshold: f64,
+    /// Search hyper-parameters by grouped k-fold CV on the training projects
+    /// (`ENABLE_HYPERPARAMETER_TUNING`); off fits the documented defaults.
+    pub tuning: bool,
+    /// At most this many candidate parameter sets, the defaults first
+    /// (`MAX_TRIALS`); 0 counts as 1.
+    pub max_trials: usize,
+    /// Stage reports while training runs; `None` reports nothing.
+    pub progress: Option<ProgressFn>,
+}
+
+impl TrainOptions {
+    /// The contract's default gate for `target`, seed 42, no search.
+    pub fn new(target: Target) -> Self {
+        TrainOptions {
+            seed: 42,
+            min_training_samples: 50,
+            threshold: match target {
+                Target::CompletionTime => 5.0,
+                Target::BudgetVariance => 0.15,
+                Target::Risk => 0.75,
+            },
+            tuning: false,
+            max_trials: 10,
+            progress: None,
+        }
+    }
+
+    fn report(&self, stage: &str, done: f64) {
+        if let Some(p) = &self.progress {
+            p(stage, done.clamp(0.0, 1.0));
+        }
+    }
+}
+
+impl fmt::Debug for TrainOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrainOptions")
+            .field("seed", &self.seed)
+            .field("min_training_samples", &self.min_training_samples)
+            .field("threshold", &self.threshold)
+            .field("tuning", &self.tuning)
+            .field("max_trials", &self.max_trials)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// One candidate of the search and its mean CV metric.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CvTrial {
+    pub params: BoostParams,
+    pub metric: f64,
+    /// The metric on each validation fold.
+    #[serde(default)]
+    pub fold_metrics: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CvReport {
+    pub folds: usize,
+    /// Training projects the search ran on (a seeded sample when there are
+    /// more than it needs).
+    pub projects: usize,
+    /// The defaults first; the chosen set is the best mean unless it does
+    /// not beat the defaults by more than the fold-to-fold noise (then the
+    /// defaults are kept).
+    pub trials: Vec<CvTrial>,
+    pub best_params: BoostParams,
+    /// Mean over folds of the target's metric on the validation folds' grid rows.
+    pub best_metric: f64,
+}
+
+/// Risk calibration on the hold-out: how often each class was predicted,
+/// its mean predicted probability, and how often it occurred.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClassFrequencies {
+    pub observed: BTreeMap<String, f64>,
+    pub predicted: BTreeMap<String, f64>,
+    pub mean_probability: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub target: Target,
+    /// "mae" or "accuracy".
+    pub metric: String,
+    /// The metric over all grid snapshots of the held-out projects: MAE in
+    /// days (completion time) or in variance ratio; accuracy for risk.
+    pub holdout: f64,
+    /// The better of the plain baselines on the same rows.
+    pub baseline: f64,
+    pub baseline_name: String,
+    /// Every baseline by name, on the same rows: "median" / "majority", and
+    /// "linear_planning" (OLS, or ordinal logistic for risk, on the planning
+    /// attributes alone).
+    #[serde(default)]
+    pub baselines: BTreeMap<String, f64>,
+    /// Interpretable references on the same rows: "linear_all_features"
+    /// (the linear model, ordinal logistic for risk, on the full feature
+    /// set) and, for risk, "cart_tree" (a depth-7 CART tree).
+    #[serde(default)]
+    pub references: BTreeMap<String, f64>,
+    /// 1 - error / baseline error: MAE for regressions, error rate for risk.
+    #[serde(default)]
+    pub improvement_over_baseline: f64,
+    pub threshold: f64,
+    pub passed: bool,
+    /// Rows (grid and random training-only cut-offs) and projects the model
+    /// was fitted on.
+    pub rows: usize,
+    pub projects: usize,
+    pub holdout_rows: usize,
+    pub holdout_projects: usize,
+    /// Seconds of the final fit alone.
+    pub fit_seconds: f64,
+    /// Seconds of the whole `train` call (search, calibration, fit, evaluation).
+    #[serde(default)]
+    pub train_seconds: f64,
+    pub learner: String,
+    /// The learner's parameters as fitted.
+    #[serde(default)]
+    pub params: serde_json::Value,
+    /// The search, when tuning was on.
+    #[serde(default)]
+    pub cv: Option<CvReport>,
+    /// Hold-out coverage of the conformal intervals by level ("0.8", "0.9").
+    #[serde(default)]
+    pub interval_coverage: Option<BTreeMap<String, f64>>,
+    /// Mean hold-out interval width by level, in the target's units.
+    #[serde(default)]
+    pub interval_mean_width: Option<BTreeMap<String, f64>>,
+    pub macro_f1: Option<f64>,
+    #[serde(default)]
+    pub class_frequencies: Option<ClassFrequencies>,
+    /// The metric over the held-out start snapshots alone (the planning view).
+    pub start_snapshot_holdout: Option<f64>,
+    #[serde(default)]
+    pub feature_set_version: String,
+    pub skipped: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(
+        "not enough training data for {target}: {found} usable projects, MIN_TRAINING_SAMPLES is {min}"
+    )]
+    NotEnoughData {
+        target: Target,
+        found: usize,
+        min: usize,
+    },
+    #[error("{0}")]
+    Fit(String),
+}
+
+/// Rows of one target: fitting rows (all cut-offs of training projects) and
+/// evaluation rows (grid cut-offs of held-out projects).
+pub(crate) struct Split<'a> {
+    pub train: Vec<&'a Snapshot>,
+    pub train_y: Vec<f64>,
+    /// Risk only: the overrun of completed projects (`None`: cancelled).
+    pub train_overrun: Vec<Option<f64>>,
+    pub eval: Vec<&'a Snapshot>,
+    pub eval_y: Vec<f64>,
+    pub train_projects: usize,
+    pub eval_projects: usize,
+}
+
+pub(crate) fn split(target: Target, set: &TrainingSet) -> Split<'_> {
+    let mut s = Split {
+        train: Vec::new(),
+        train_y: Vec::new(),
+        train_overrun: Vec::new(),
+        eval: Vec::new(),
+        eval_y: Vec::new(),
+        train_projects: 0,
+        eval_projects: 0,
+    };
+    for p in &set.projects {
+        if set.defined(target, p) {
+            if p.holdout {
+                s.eval_projects += 1;
+            } else {
+                s.train_projects += 1;
+            }
+        }
+    }
+    for r in &set.rows {
+        let Some(y) = set.value(target, r) else {
+            continue;
+        };
+        if set.projects[r.project].holdout {
+            if r.on_grid {
+                s.eval.push(r);
+                s.eval_y.push(y);
+            }
+        } else {
+            s.train.push(r);
+            s.train_y.push(y);
+            s.train_overrun.push(set.overrun(r));
+        }
+    }
+    s
+}
+
+fn values<'a>(rows: &[&'a Snapshot]) -> Vec<&'a [f64]> {
+    rows.iter().map(|r| r.values.as_slice()).collect()
+}
+
+/// The untuned parameters (all targets): leaves of a few dozen rows, so
+/// one project's snapshots cannot make a leaf alone.
+pub(crate) fn default_params(_target: Target) -> BoostParams {
+    BoostParams {
+        max_depth: 5,
+        ..BoostParams::DEFAULT
+    }
+}
+
+/// A log-loss booster's leaves hold hessian p(1-p), well under 1 per row
+/// for a rare event like cancellation: the same rows take an eighth of the
+/// squared-error weight.
+fn log_loss_params(p: &BoostParams) -> BoostParams {
+    BoostParams {
+        min_leaf_weight: p.min_leaf_weight / 8.0,
+        ..*p
+    }
+}
+
+/// Seeded draws from a small grid, the defaults first, no duplicates.
+pub(crate) fn candidates(target: Target, max_trials: usize, seed: u64) -> Vec<BoostParams> {
+    let first = default_params(target);
+    let mut out = vec![first];
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7a11_5eed);
+    let leaf: &[f64] = &[10.0, 20.0, 40.0, 80.0];
+    let mut attempts = 0;
+    while out.len() < max_trials.max(1) && attempts < 1000 {
+        attempts += 1;
+        let pick = |rng: &mut ChaCha8Rng, v: &[f64]| v[rng.gen_range(0..v.len())];
+        let c = BoostParams {
+            iterations: [150, 300][rng.gen_range(0..2)],
+            learning_rate: pick(&mut rng, &[0.05, 0.08, 0.12]),
+            max_depth: [3, 4, 5, 6, 7][rng.gen_range(0..5)],
+            min_leaf_weight: pick(&mut rng, leaf),
+            l2: pick(&mut rng, &[0.5, 1.0, 3.0]),
+            subsample: pick(&mut rng, &[0.7, 0.8, 1.0]),
+            colsample_bytree: pick(&mut rng, &[0.6, 0.8, 1.0]),
+        };
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A fitted learner, before it is wrapped into a `TrainedModel`.
+pub(crate) enum Fitted {
+    Regressor(BoostedRegressor),
+    /// Only the learner comparison fits it (see `fit_ordinal`).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Ordinal(OrdinalBoosters),
+    Risk(OverrunRisk),
+}
+
+/// A squared-error booster on log(1 + y), standardized.
+fn fit_log_regressor(
+    x: &Columns,
+    y: &[f64],
+    params: &BoostParams,
+    seed: u64,
+) -> Result<BoostedRegressor, TrainError> {
+    let transform = Transform::Log1p;
+    let z: Vec<f64> = y.iter().map(|v| transform.forward(*v)).collect();
+    let n = z.len().max(1) as f64;
+    let mean = z.iter().sum::<f64>() / n;
+    let sd = (z.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n)
+        .sqrt()
+        .max(1e-9);
+    let std: Vec<f64> = z.iter().map(|v| (v - mean) / sd).collect();
+    let booster =
+        Booster::fit(x, &std, Objective::SquaredError, params, seed).map_err(TrainError::Fit)?;
+    Ok(BoostedRegressor {
+        booster,
+        transform,
+        mean,
+        sd,
+        intervals: None,
+    })
+}
+
+/// Fits the target's learner. For risk, `overrun` holds each row's overrun
+/// (`None` for cancelled projects) and `y` is not needed; the residuals are
+/// left for `calibrate`.
+pub(crate) fn fit_boosted(
+    target: Target,
+    rows: &[&[f64]],
+    y: &[f64],
+    overrun: &[Option<f64>],
+    params: &BoostParams,
+    seed: u64,
+) -> Result<Fitted, TrainError> {
+    let width = feature_names().len();
+    match target {
+        Target::Risk => {
+            let x = Columns::from_rows(rows, width);
+            let cancelled: Vec<f64> = overrun
+                .iter()
+                .map(|o| f64::from(u8::from(o.is_none())))
+                .collect();
+            let cancel = Booster::fit(
+                &x,
+                &cancelled,
+                Objective::LogLoss,
+                &log_loss_params(params),
+                seed ^ 0x9e37,
+            )
+            .map_err(TrainError::Fit)?;
+            let (done_rows, done_y): (Vec<&[f64]>, Vec<f64>) = rows
+                .iter()
+                .zip(overrun)
+                .filter_map(|(r, o)| o.map(|o| (*r, o)))
+                .unzip();
+            if done_rows.is_empty() {
+                return Err(TrainError::Fit(
+                    "risk: no completed training projects".into(),
+                ));
+            }
+            let overrun = fit_log_regressor(
+                &Columns::from_rows(&done_rows, width),
+                &done_y,
+                params,
+                seed,
+            )?;
+            Ok(Fitted::Risk(OverrunRisk {
+                cancel,
+                overrun,
+                residuals: Vec::new(),
+            }))
+        }
+        _ => Ok(Fitted::Regressor(fit_log_regressor(
+            &Columns::from_rows(rows, width),
+            y,
+            params,
+            seed,
+        )?)),
+    }
+}
+
+/// The ordinal pair, P(risk ≥ medium) and P(risk = high): measured against
+/// the overrun model (see model.rs), kept for that comparison.
+#[cfg(test)]
+pub(crate) fn fit_ordinal(
+    rows: &[&[f64]],
+    y: &[f64],
+    params: &BoostParams,
+    seed: u64,
+) -> Result<Fitted, TrainError> {
+    let x = Columns::from_rows(rows, feature_names().len());
+    let p = log_loss_params(params);
+    let ge: Vec<f64> = y.iter().map(|v| f64::from(u8::from(*v >= 1.0))).collect();
+    let hi: Vec<f64> = y.iter().map(|v| f64::from(u8::from(*v >= 2.0))).collect();
+    let at_least_medium =
+        Booster::fit(&x, &ge, Objective::LogLoss, &p, seed).map_err(TrainError::Fit)?;
+    let high =
+        Booster::fit(&x, &hi, Objective::LogLoss, &p, seed ^ 0x9e37).map_err(TrainError::Fit)?;
+    Ok(Fitted::Ordinal(OrdinalBoosters {
+        at_least_medium,
+        high,
+    }))
+}
+
+pub(crate) fn wrap(
+    target: Target,
+    set: &TrainingSet,
+    fitted: Fitted,
+    learner: String,
+) -> TrainedModel {
+    TrainedModel {
+        target,
+        feature_set_version: FEATURE_SET_VERSION.to_string(),
+        feature_names: feature_names().into_iter().map(String::from).collect(),
+        learner,
+        training_fingerprint: set.fingerprint(),
+        params: match fitted {
+            Fitted::Regressor(r) => Params::Boosted(r),
+            Fitted::Ordinal(o) => Params::Ordinal(o),
+            Fitted::Risk(r) => Params::Overrun(r),
+        },
+    }
+}
+
+/// The model's point predictions for snapshot rows: days remaining,
+/// variance, or class index (as f64) with class probabilities.
+pub(crate) fn predict_rows(
+    model: &TrainedModel,
+    rows: &[&Snapshot],
+) -> Vec<(f64, Option<[f64; 3]>)> {
+    let feature_rows: Vec<super::FeatureRow> = rows
+        .iter()
+        .map(|r| super::FeatureRow {
+            project_id: 0,
+            as_of: crate::backend::time::day_start(r.cutoff),
+            values: r.values.clone(),
+            elapsed_days: r.elapsed_days,
+            start_date: None,
+            planned_days: None,
+        })
+        .collect();
+    model
+        .predict_many(&feature_rows)
+        .into_iter()
+        .map(|p| match model.target {
+            Target::CompletionTime => (p.days_remaining.unwrap_or(0.0), None),
+            Target::BudgetVariance => (p.value.unwrap_or(0.0), None),
+            Target::Risk => {
+                let probs = p.probabilities.map(|m| {
+                    let mut a = [0.0; 3];
+                    for (i, c) in RiskClass::NAMES.iter().enumerate() {
+                        a[i] = m.get(*c).copied().unwrap_or(0.0);
+                    }
+                    a
+                });
+                let class = p
+                    .class
+                    .as_deref()
+                    .and_then(|c| RiskClass::NAMES.iter().position(|n| *n == c))
+                    .unwrap_or(0);
+                (class as f64, probs)
+            }
+        })
+        .collect()
+}
+
+/// The target's metric: MAE for regressions, accuracy for risk.
+fn metric_of(target: Target, pred: &[f64], truth: &[f64]) -> f64 {
+    match target {
+        Target::Risk => {
+            let p: Vec<usize> = pred.iter().map(|v| *v as usize).collect();
+            let t: Vec<usize> = truth.iter().map(|v| *v as usize).collect();
+            accuracy(&p, &t)
+        }
+        _ => mae(pred, truth),
+    }
+}
+
+fn better(target: Target, a: f64, b: f64) -> bool {
+    match target {
+        Target::Risk => a > b,
+        _ => a < b,
+    }
+}
+
+/// The model's metric on `set`'s hold-out (grid snapshots of the held-out
+/// projects the target is defined for): comparable between a candidate and
+/// the production model when both are evaluated on the same set.
+pub fn evaluate(model: &TrainedModel, set: &TrainingSet) -> Result<f64, TrainError> {
+    if !model.is_compatible() {
+        return Err(TrainError::Fit(format!(
+            "model uses feature set {}; this build computes {FEATURE_SET_VERSION}",
+            model.feature_set_version()
+        )));
+    }
+    let s = split(model.target, set);
+    if s.eval.is_empty() {
+        return Err(TrainError::Fit(format!(
+            "{}: the hold-out has no rows",
+            model.target
+        )));
+    }
+    let pred: Vec<f64> = predict_rows(model, &s.eval).iter().map(|p| p.0).collect();
+    let m = metric_of(model.target, &pred, &s.eval_y);
+    if m.is_finite() {
+        Ok(m)
+    } else {
+        Err(TrainError::Fit(format!(
+            "{}: hold-out metric is not finite",
+            model.target
+        )))
+    }
+}
+
+/// Fits `target` on the training projects and evaluates on the held-out ones.
+/// Synchronous and CPU-bound: run it on a blocking thread.
+pub fn train(
+    target: Target,
+    set: &TrainingSet,
+    opts: &TrainOptions,
+) -> Result<(TrainedModel, TrainReport), TrainError> {
+    let started = Instant::now();
+    let found = set.projects(target);
+    let s = split(target, set);
+    if found < opts.min_training_samples.max(2) || s.train_projects < 2 || s.eval_projects == 0 {
+        return Err(TrainError::NotEnoughData {
+            target,
+            found,
+            min: opts.min_training_samples,
+        });
+    }
+
+    let (params, cv) = if opts.tuning {
+        let cv = search(target, set, &s, opts)?;
+        (cv.best_params, Some(cv))
+    } else {
+        (default_params(target), None)
+    };
+    let search_share = if opts.tuning { 0.6 } else { 0.0 };
+
+    opts.report("calibrating", search_share);
+    let calibration = calibrate(target, set, &s, &params, opts.seed, CALIBRATION_SHARE)?;
+
+    opts.report("fitting", search_share + (1.0 - search_share) * 0.4);
+    let fit_started = Instant::now();
+    let rows = values(&s.train);
+    let mut fitted = fit_boosted(
+        target,
+        &rows,
+        &s.train_y,
+        &s.train_overrun,
+        &params,
+        opts.seed,
+    )?;
+    let fit_seconds = fit_started.elapsed().as_secs_f64();
+    match (&mut fitted, calibration) {
+        (Fitted::Regressor(r), Calibration::Intervals(c)) => r.intervals = c,
+        (Fitted::Risk(r), Calibration::Residuals(groups)) => r.residuals = groups,
+        _ => {}
+    }
+    let learner = learner_name(target, &params);
+    let model = wrap(target, set, fitted, learner);
+
+    opts.report("evaluating", search_share + (1.0 - search_share) * 0.8);
+    let mut report = report(target, set, &s, &model, opts)?;
+    report.fit_seconds = fit_seconds;
+    report.params = serde_json::to_value(params).unwrap_or(serde_json::Value::Null);
+    if let Some(obj) = report.params.as_object_mut() {
+        obj.insert(
+            "target_transform".into(),
+            match target {
+                Target::Risk => "log1p(max(slip, variance)); cancellation by log-loss",
+                _ => "log1p",
+            }
+            .into(),
+        );
+    }
+    report.cv = cv;
+    report.train_seconds = started.elapsed().as_secs_f64();
+    opts.report("evaluating", 1.0);
+    Ok((model, report))
+}
+
+fn learner_name(target: Target, p: &BoostParams) -> String {
+    let trees = format!(
+        "{} trees, depth {}, learning rate {}",
+        p.iterations, p.max_depth, p.learning_rate
+    );
+    match target {
+        Target::CompletionTime => format!(
+            "forust-ml gradient boosting, squared error on log(1 + days remaining) ({trees})"
+        ),
+        Target::BudgetVariance => {
+            format!("forust-ml gradient boosting, squared error on log(1 + variance) ({trees})")
+        }
+        Target::Risk => format!(
+            "forust-ml gradient boosting: P(cancelled) by log-loss and log(1 + overrun) by squared error, classes from the overrun's conformal distribution ({trees})"
+        ),
+    }
+}
+
+/// What the calibration slice yields: conformal radii for a regression,
+/// sorted signed residuals of the overrun for risk.
+pub(crate) enum Calibration {
+    Intervals(Option<Conformal>),
+    Residuals(Vec<Vec<f64>>),
+}
+
+/// A model fitted on all but the most recently closed training projects is
+/// scored on their grid rows, separately for the start window and later,
+/// so the calibration mimics the hold-out (later projects than those
+/// fitted on). Regressions get split-conformal radii on the log scale;
+/// risk gets the overrun's signed residuals.
+pub(crate) fn calibrate(
+    target: Target,
+    set: &TrainingSet,
+    s: &Split<'_>,
+    params: &BoostParams,
+    seed: u64,
+    share: f64,
+) -> Result<Calibration, TrainError> {
+    let empty = match target {
+        Target::Risk => Calibration::Residuals(Vec::new()),
+        _ => Calibration::Intervals(None),
+    };
+    let mut train_projects: Vec<usize> = s.train.iter().map(|r| r.project).collect();
+    train_projects.sort_unstable();
+    train_projects.dedup();
+    train_projects.sort_by_key(|&i| (set.projects[i].end, set.projects[i].id));
+    let n_cal = ((train_projects.len() as f64) * share).round() as usize;
+    if n_cal < 2 || n_cal + 2 > train_projects.len() {
+        return Ok(empty);
+    }
+    let mut is_cal = vec![false; set.projects.len()];
+    for &i in &train_projects[train_projects.len() - n_cal..] {
+        is_cal[i] = true;
+    }
+    let mut fit_rows = Vec::new();
+    let mut fit_y = Vec::new();
+    let mut fit_overrun = Vec::new();
+    let mut cal_rows = Vec::new();
+    let mut cal_y = Vec::new();
+    for ((r, y), o) in s.train.iter().zip(&s.train_y).zip(&s.train_overrun) {
+        if is_cal[r.project] {
+            // Risk calibrates the overrun, known for completed projects only.
+            let truth = match target {
+                Target::Risk => *o,
+                _ => Some(*y),
+            };
+            if let (true, Some(t)) = (r.on_grid, truth) {
+                cal_rows.push(*r);
+                cal_y.push(t);
+            }
+        } else {
+            fit_rows.push(r.values.as_slice());
+            fit_y.push(*y);
+            fit_overrun.push(*o);
+        }
+    }
+    if cal_rows.is_empty() || (target == Target::Risk && fit_overrun.iter().all(Option::is_none)) {
+        return Ok(empty);
+    }
+    let m = match fit_boosted(target, &fit_rows, &fit_y, &fit_overrun, params, seed)? {
+        Fitted::Regressor(m) => m,
+        Fitted::Risk(r) => r.overrun,
+        Fitted::Ordinal(_) => return Ok(empty),
+    };
+    let x = Columns::from_rows(&values(&cal_rows), feature_names().len());
+    let z = m.booster.predict(&x);
+    let mut groups = vec![Vec::new(); CALIBRATION_GROUPS];
+    for ((r, y), score) in cal_rows.iter().zip(&cal_y).zip(z) {
+        let e = m.transform.forward(*y) - (m.mean + m.sd * score);
+        groups[calibration_group(r.elapsed_days, &r.values)].push(e);
+    }
+    Ok(match target {
+        Target::Risk => Calibration::Residuals(residual_groups(groups)),
+        _ => Calibration::Intervals(conformal_radii(&groups)),
+    })
+}
+
+/// Sorted residuals per group; a group with too few rows borrows the pool.
+fn residual_groups(groups: Vec<Vec<f64>>) -> Vec<Vec<f64>> {
+    let mut pooled: Vec<f64> = groups.iter().flatten().copied().collect();
+    pooled.sort_by(f64::total_cmp);
+    groups
+        .into_iter()
+        .map(|mut v| {
+            if v.len() >= MIN_GROUP_ROWS {
+                v.sort_by(f64::total_cmp);
+                v
+            } else {
+                pooled.clone()
+            }
+        })
+        .collect()
+}
+
+/// Conformal radii of the absolute residuals per group.
+fn conformal_radii(groups: &[Vec<f64>]) -> Option<Conformal> {
+    let abs: Vec<Vec<f64>> = groups
+        .iter()
+        .map(|g| g.iter().map(|e| e.abs()).collect())
+        .collect();
+    let pooled: Vec<f64> = abs.iter().flatten().copied().collect();
+    let radii = |scores: &[f64]| -> Option<Vec<f64>> {
+        let use_scores = if scores.len() >= MIN_GROUP_ROWS {
+            scores
+        } else {
+            &pooled
+        };
+        LEVELS
+            .iter()
+            .map(|l| conformal_quantile(use_scores, *l))
+            .collect()
+    };
+    Some(Conformal {
+        groups: abs.iter().map(|g| radii(g)).collect::<Option<Vec<_>>>()?,
+        rows: groups.iter().map(Vec::len).collect(),
+    })
+}
+
+/// Grouped k-fold search over seeded candidates on (a seeded sample of) the
+/// training projects; validation is on the folds' grid rows, like the
+/// hold-out. For risk, each fold's class probabilities use the overrun
+/// residuals of the *other* folds' validation rows (out-of-fold, so no
+/// project calibrates its own prediction).
+fn search(
+    target: Target,
+    set: &TrainingSet,
+    s: &Split<'_>,
+    opts: &TrainOptions,
+) -> Result<CvReport, TrainError> {
+    let mut projects: Vec<usize> = s.train.iter().map(|r| r.project).collect();
+    projects.sort_unstable();
+    projects.dedup();
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0xf01d_5eed);
+    projects.shuffle(&mut rng);
+    projects.truncate(CV_MAX_PROJECTS);
+    let folds = CV_FOLDS.min(projects.len()).max(2);
+    let mut fold_of = vec![usize::MAX; set.projects.len()];
+    for (k, &p) in projects.iter().enumerate() {
+        fold_of[p] = k % folds;
+    }
+    let candidates = candidates(target, opts.max_trials, opts.seed);
+    let total = candidates.len();
+    let mut trials = Vec::with_capacity(total);
+    for (t, params) in candidates.into_iter().enumerate() {
+        opts.report(
+            &format!("searching {}/{total}", t + 1),
+            0.6 * t as f64 / total as f64,
+        );
+        // Per fold: validation rows with their truth and raw scores.
+        let mut per_fold: Vec<FoldScores> = Vec::with_capacity(folds);
+        for fold in 0..folds {
+            let mut fit_rows = Vec::new();
+            let mut fit_y = Vec::new();
+            let mut fit_overrun = Vec::new();
+            let mut val = Vec::new();
+            let mut val_y = Vec::new();
+            let mut val_overrun = Vec::new();
+            for ((r, y), o) in s.train.iter().zip(&s.train_y).zip(&s.train_overrun) {
+                match fold_of[r.project] {
+                    usize::MAX => {}
+                    f if f == fold => {
+                        if r.on_grid {
+                            val.push(*r);
+                            val_y.push(*y);
+                            val_overrun.push(*o);
+                        }
+                    }
+                    _ => {
+                        fit_rows.push(r.values.as_slice());
+                        fit_y.push(*y);
+                        fit_overrun.push(*o);
+                    }
+                }
+            }
+            if fit_rows.is_empty()
+                || val.is_empty()
+                || (target == Target::Risk && fit_overrun.iter().all(Option::is_none))
+            {
+                continue;
+            }
+            let fitted = fit_boosted(target, &fit_rows, &fit_y, &fit_overrun, &params, opts.seed)?;
+            per_fold.push(match fitted {
+                Fitted::Risk(r) => {
+                    let x = Columns::from_rows(&values(&val), feature_names().len());
+                    let z: Vec<f64> = r
+                        .overrun
+                        .booster
+                        .predict(&x)
+                        .iter()
+                        .map(|v| r.overrun.mean + r.overrun.sd * v)
+                        .collect();
+                    let residuals = val_overrun
+                        .iter()
+                        .zip(&z)
+                        .zip(&val)
+                        .filter_map(|((o, z), row)| {
+                            o.map(|o| {
+                                (
+                                    calibration_group(row.elapsed_days, &row.values),
+                                    r.overrun.transform.forward(o) - z,
+                                )
+                            })
+                        })
+                        .collect();
+                    FoldScores::Risk {
+                        truth: val_y,
+                        group: val
+                            .iter()
+                            .map(|r| calibration_group(r.elapsed_days, &r.values))
+                            .collect(),
+                        z,
+                        cancel: r.cancel.predict(&x),
+                        residuals,
+                    }
+                }
+                other => {
+                    let model = wrap(target, set, other, String::new());
+                    let pred: Vec<f64> = predict_rows(&model, &val).iter().map(|p| p.0).collect();
+                    FoldScores::Metric(metric_of(target, &pred, &val_y))
+                }
+            });
+        }
+        let metrics: Vec<f64> = (0..per_fold.len())
+            .map(|k| match &per_fold[k] {
+                FoldScores::Metric(m) => *m,
+                FoldScores::Risk {
+                    truth,
+                    group,
+                    z,
+                    cancel,
+                    ..
+                } => {
+                    let mut groups = vec![Vec::new(); CALIBRATION_GROUPS];
+                    for (j, other) in per_fold.iter().enumerate() {
+                        if let (true, FoldScores::Risk { residuals, .. }) = (j != k, other) {
+                            for (g, r) in residuals {
+                                groups[*g].push(*r);
+                            }
+                        }
+                    }
+                    let groups = residual_groups(groups);
+                    let pred: Vec<f64> = (0..truth.len())
+                        .map(|i| {
+                            let p =
+                                overrun_probabilities(z[i], sigmoid(cancel[i]), &groups[group[i]]);
+                            argmax(&p) as f64
+                        })
+                        .collect();
+                    metric_of(target, &pred, truth)
+                }
+            })
+            .collect();
+        let metric = if metrics.is_empty() {
+            f64::NAN
+        } else {
+            metrics.iter().sum::<f64>() / metrics.len() as f64
+        };
+        trials.push(CvTrial {
+            params,
+            metric,
+            fold_metrics: metrics,
+        });
+    }
+    let mut best = 0;
+    for (i, t) in trials.iter().enumerate() {
+        if t.metric.is_finite()
+            && (!trials[best].metric.is_finite() || better(target, t.metric, trials[best].metric))
+        {
+            best = i;
+        }
+    }
+    // The search runs on a sample, and its best mean is partly luck; a
+    // small sample also favours simpler models than the full set needs.
+    // The defaults stay unless the winner beats them fold by fold by more
+    // than the folds' noise (mean paired gain above its standard error).
+    if best != 0 && trials[0].metric.is_finite() {
+        let gains: Vec<f64> = trials[0]
+            .fold_metrics
+            .iter()
+            .zip(&trials[best].fold_metrics)
+            .map(|(d, b)| match target {
+                Target::Risk => b - d,
+                _ => d - b,
+            })
+            .collect();
+        let k = gains.len() as f64;
+        let mean = gains.iter().sum::<f64>() / k.max(1.0);
+        let sd =
+            (gains.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (k - 1.0).max(1.0)).sqrt();
+        if !(k >= 2.0 && mean > sd / k.sqrt()) {
+            best = 0;
+        }
+    }
+    Ok(CvReport {
+        folds,
+        projects: projects.len(),
+        best_params: trials[best].params,
+        best_metric: trials[best].metric,
+        trials,
+    })
+}
+
+fn sigmoid(v: f64) -> f64 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// One validation fold of a search trial.
+enum FoldScores {
+    Metric(f64),
+    Risk {
+        truth: Vec<f64>,
+        /// Calibration group per row.
+        group: Vec<usize>,
+        /// Predicted log overrun and cancellation log-odds per row.
+        z: Vec<f64>,
+        cancel: Vec<f64>,
+        /// (calibration group, signed log residual) of completed rows.
+        residuals: Vec<(usize, f64)>,
+    },
+}
+
+/// Hold-out figures of `model` and of the baselines on the same rows.
+fn report(
+    target: Target,
+    set: &TrainingSet,
+    s: &Split<'_>,
+    model: &TrainedModel,
+    opts: &TrainOptions,
+) -> Result<TrainReport, TrainError> {
+    let preds = predict_rows(model, &s.eval);
+    let pred: Vec<f64> = preds.iter().map(|p| p.0).collect();
+    let starts: Vec<usize> = (0..s.eval.len()).filter(|&i| s.eval[i].at_start).collect();
+    let pick = |v: &[f64]| starts.iter().map(|&i| v[i]).collect::<Vec<_>>();
+    let holdout = metric_of(target, &pred, &s.eval_y);
+    if !holdout.is_finite() {
+        return Err(TrainError::Fit(format!(
+            "{target}: hold-out metric is not finite"
+        )));
+    }
+    let start_metric = metric_of(target, &pick(&pred), &pick(&s.eval_y));
+
+    let mut baselines = BTreeMap::new();
+    let mut references = BTreeMap::new();
+    let (mut macro_f1_v, mut freqs, mut coverage, mut widths) = (None, None, None, None);
+    let (constant_name, planning_name) = match target {
+        Target::Risk => ("majority", "linear_planning"),
+        _ => ("median", "linear_planning"),
+    };
+    match target {
+        Target::Risk => {
+            let truth: Vec<usize> = s.eval_y.iter().map(|y| *y as usize).collect();
+            let p: Vec<usize> = pred.iter().map(|v| *v as usize).collect();
+            macro_f1_v = Some(macro_f1(&p, &truth, 3));
+            let mut counts = [0usize; 3];
+            for y in &s.train_y {
+                counts[(*y as usize).min(2)] += 1;
+            }
+            let majority = argmax(&counts.map(|c| c as f64));
+            baselines.insert(
+                constant_name.to_string(),
+                accuracy(&vec![majority; truth.len()], &truth),
+            );
+            if let Some(a) = logistic_baseline(s, FIRST_PROGRESS_FEATURE) {
+                baselines.insert(planning_name.to_string(), a);
+            }
+            if let Some(a) = logistic_baseline(s, feature_names().len()) {
+                references.insert("linear_all_features".to_string(), a);
+            }
+            let tree = fit_tree(s);
+            let tp: Vec<usize> = s
+                .eval
+                .iter()
+                .map(|r| argmax(&tree.probabilities(&r.values)))
+                .collect();
+            references.insert("cart_tree".to_string(), accuracy(&tp, &truth));
+            let n = truth.len() as f64;
+            let mut obs = BTreeMap::new();
+            let mut predicted = BTreeMap::new();
+            let mut mean_p = BTreeMap::new();
+            for (c, name) in RiskClass::NAMES.iter().enumerate() {
+                obs.insert(
+                    name.to_string(),
+                    truth.iter().filter(|t| **t == c).count() as f64 / n,
+                );
+                predicted.insert(
+                    name.to_string(),
+                    p.iter().filter(|t| **t == c).count() as f64 / n,
+                );
+                mean_p.insert(
+                    name.to_string(),
+                    preds.iter().filter_map(|x| x.1).map(|q| q[c]).sum::<f64>() / n,
+                );
+            }
+            freqs = Some(ClassFrequencies {
+                observed: obs,
+                predicted,
+                mean_probability: mean_p,
+            });
+        }
+        _ => {
+            let med = median(&s.train_y);
+            baselines.insert(
+                constant_name.to_string(),
+                mae(&vec![med; s.eval_y.len()], &s.eval_y),
+            );
+            baselines.insert(
+                planning_name.to_string(),
+                linear_baseline(target, s, FIRST_PROGRESS_FEATURE, true)?,
+            );
+            references.insert(
+                "linear_all_features".to_string(),
+                linear_baseline(target, s, feature_names().len(), false)?,
+            );
+            if model.has_intervals() {
+                let (c, w) = interval_coverage(model, s);
+                coverage = Some(c);
+                widths = Some(w);
+            }
+        }
+    }
+    let (baseline_name, baseline) = baselines
+        .iter()
+        .fold(None::<(&String, f64)>, |best, (k, v)| match best {
+            Some((_, b)) if !better(target, *v, b) => best,
+            _ if v.is_finite() => Some((k, *v)),
+            _ => best,
+        })
+        .map(|(k, v)| (k.clone(), v))
+        .unwrap_or_else(|| ("none".to_string(), f64::NAN));
+    let improvement = match target {
+        Target::Risk => 1.0 - (1.0 - holdout) / (1.0 - baseline),
+        _ => 1.0 - holdout / baseline,
+    };
+    let passed = match target {
+        Target::Risk => holdout >= opts.threshold,
+        _ => holdout <= opts.threshold,
+    };
+    Ok(TrainReport {
+        target,
+        metric: match target {
+            Target::Risk => "accuracy",
+            _ => "mae",
+        }
+        .to_string(),
+        holdout,
+        baseline,
+        baseline_name,
+        baselines,
+        references,
+        improvement_over_baseline: improvement,
+        threshold: opts.threshold,
+        passed,
+        rows: s.train.len(),
+        projects: s.train_projects,
+        holdout_rows: s.eval.len(),
+        holdout_projects: s.eval_projects,
+        fit_seconds: 0.0,
+        train_seconds: 0.0,
+        learner: model.learner.clone(),
+        params: serde_json::Value::Null,
+        cv: None,
+        interval_coverage: coverage,
+        interval_mean_width: widths,
+        macro_f1: macro_f1_v,
+        class_frequencies: freqs,
+        start_snapshot_holdout: start_metric.is_finite().then_some(start_metric),
+        feature_set_version: FEATURE_SET_VERSION.to_string(),
+        skipped: set.skipped.clone(),
+    })
+}
+
+/// Hold-out coverage and mean width of the intervals, by level.
+pub(crate) fn interval_coverage(
+    model: &TrainedModel,
+    s: &Split<'_>,
+) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
+    let rows: Vec<super::FeatureRow> = s
+        .eval
+        .iter()
+        .map(|r| super::FeatureRow {
+            project_id: 0,
+            as_of: crate::backend::time::day_start(r.cutoff),
+            values: r.values.clone(),
+            elapsed_days: r.elapsed_days,
+            start_date: None,
+            planned_days: None,
+        })
+        .collect();
+    let preds = model.predict_many(&rows);
+    let mut cov = BTreeMap::new();
+    let mut wid = BTreeMap::new();
+    for (k, level) in LEVELS.iter().enumerate() {
+        let mut hit = 0usize;
+        let mut n = 0usize;
+        let mut width = 0.0;
+        for ((p, r), y) in preds.iter().zip(&s.eval).zip(&s.eval_y) {
+            let iv = if k == 0 { p.interval_80 } else { p.interval_90 };
+            let Some([lo, hi]) = iv else { continue };
+            // Intervals are in the units of `value`: total days for completion.
+            let truth = match model.target {
+                Target::CompletionTime => r.elapsed_days + y,
+                _ => *y,
+            };
+            n += 1;
+            hit += usize::from(truth >= lo && truth <= hi);
+            width += hi - lo;
+        }
+        if n > 0 {
+            cov.insert(format!("{level}"), hit as f64 / n as f64);
+            wid.insert(format!("{level}"), width / n as f64);
+        }
+    }
+    (cov, wid)
+}
+
+/// MAE of OLS on the first `width` features. With `total`, it predicts the
+/// total (completion time: remaining = total - elapsed), as a planner would.
+fn linear_baseline(
+    target: Target,
+    s: &Split<'_>,
+    width: usize,
+    total: bool,
+) -> Result<f64, TrainError> {
+    let shift = |r: &Snapshot| match target {
+        Target::CompletionTime if total => r.elapsed_days,
+        _ => 0.0,
+    };
+    let rows: Vec<&[f64]> = s.train.iter().map(|r| &r.values[..width]).collect();
+    let y: Vec<f64> = s
+        .train
+        .iter()
+        .zip(&s.train_y)
+        .map(|(r, y)| y + shift(r))
+        .collect();
+    let (m, _): (LinearModel, bool) = fit_linear(&rows, &y, width).map_err(TrainError::Fit)?;
+    let pred: Vec<f64> = s
+        .eval
+        .iter()
+        .map(|r| {
+            let t = m.predict(&r.values[..width]) - shift(r);
+            match target {
+                Target::CompletionTime => t.clamp(0.0, MAX_REMAINING_DAYS),
+                _ => t.max(-1.0),
+            }
+        })
+        .collect();
+    Ok(mae(&pred, &s.eval_y))
+}
+
+/// Accuracy of an ordinal pair of logistic regressions on the first `width`
+/// features; `None` if either cannot be fitted.
+fn logistic_baseline(s: &Split<'_>, width: usize) -> Option<f64> {
+    let rows: Vec<&[f64]> = s.train.iter().map(|r| &r.values[..width]).collect();
+    let ge: Vec<bool> = s.train_y.iter().map(|y| *y >= 1.0).collect();
+    let hi: Vec<bool> = s.train_y.iter().map(|y| *y >= 2.0).collect();
+    let a = fit_logistic(&rows, &ge, width).ok()?;
+    let b = fit_logistic(&rows, &hi, width).ok()?;
+    let pred: Vec<usize> = s
+        .eval
+        .iter()
+        .map(|r| {
+            argmax(&ordinal_probabilities(
+                a.predict(&r.values),
+                b.predict(&r.values),
+            ))
+        })
+        .collect();
+    let truth: Vec<usize> = s.eval_y.iter().map(|y| *y as usize).collect();
+    Some(accuracy(&pred, &truth))
+}
+
+/// The reference CART tree for risk on all training rows.
+pub(crate) fn fit_tree(s: &Split<'_>) -> TreeModel {
+    let rows = values(&s.train);
+    let labels: Vec<usize> = s.train_y.iter().map(|y| *y as usize).collect();
+    let classes = RiskClass::NAMES.iter().map(|c| c.to_string()).collect();
+    tree::fit(
+        &rows,
+        &labels,
+        classes,
+        CartParams {
+            max_depth: TREE_MAX_DEPTH,
+            min_leaf: TREE_MIN_LEAF_ROWS,
+            classes: RiskClass::NAMES.len(),
+        },
+    )
+}
