@@ -455,17 +455,7 @@ pub(crate) fn predict_rows(
     model: &TrainedModel,
     rows: &[&Snapshot],
 ) -> Vec<(f64, Option<[f64; 3]>)> {
-    let feature_rows: Vec<super::FeatureRow> = rows
-        .iter()
-        .map(|r| super::FeatureRow {
-            project_id: 0,
-            as_of: crate::backend::time::day_start(r.cutoff),
-            values: r.values.clone(),
-            elapsed_days: r.elapsed_days,
-            start_date: None,
-            planned_days: None,
-        })
-        .collect();
+    let feature_rows = feature_rows(rows.iter().copied());
     model
         .predict_many(&feature_rows)
         .into_iter()
@@ -1104,18 +1094,7 @@ pub(crate) fn interval_coverage(
     model: &TrainedModel,
     s: &Split<'_>,
 ) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
-    let rows: Vec<super::FeatureRow> = s
-        .eval
-        .iter()
-        .map(|r| super::FeatureRow {
-            project_id: 0,
-            as_of: crate::backend::time::day_start(r.cutoff),
-            values: r.values.clone(),
-            elapsed_days: r.elapsed_days,
-            start_date: None,
-            planned_days: None,
-        })
-        .collect();
+    let rows = feature_rows(s.eval.iter().copied());
     let preds = model.predict_many(&rows);
     let mut cov = BTreeMap::new();
     let mut wid = BTreeMap::new();
@@ -1214,4 +1193,18 @@ pub(crate) fn fit_tree(s: &Split<'_>) -> TreeModel {
             classes: RiskClass::NAMES.len(),
         },
     )
+}
+
+/// Snapshots as the rows a model scores (the training data has no project
+/// identity or plan attached; scoring does not need them).
+fn feature_rows<'a>(rows: impl Iterator<Item = &'a Snapshot>) -> Vec<super::FeatureRow> {
+    rows.map(|r| super::FeatureRow {
+        project_id: 0,
+        as_of: crate::backend::time::day_start(r.cutoff),
+        values: r.values.clone(),
+        elapsed_days: r.elapsed_days,
+        start_date: None,
+        planned_days: None,
+    })
+    .collect()
 }
