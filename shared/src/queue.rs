@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use apalis_core::backend::TaskSink;
 use apalis_core::task::builder::TaskBuilder;
@@ -295,41 +295,6 @@ impl Queue {
         }
     }
 
-    /// Messages waiting to run now (not counting scheduled retries) and
-    /// scheduled for later, as the transport sees them.
-    pub async fn depth(&self, queue: QueueName) -> Result<(i64, i64), QueueError> {
-        let name = self.apalis_queue_name(queue);
-        match self {
-            Queue::Redis(r) => {
-                let mut conn = r.conn.clone();
-                let now = unix_now();
-                let (due, later, active): (i64, i64, i64) = redis::pipe()
-                    .zcount(format!("{name}:scheduled"), "-inf", now)
-                    .zcount(format!("{name}:scheduled"), format!("({now}"), "+inf")
-                    .llen(format!("{name}:active"))
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(redis_err)?;
-                Ok((due + active, later))
-            }
-            Queue::Sqlite(s) => {
-                let pool = s.pool()?;
-                let now = unix_now();
-                let (due, later): (i64, i64) = sqlx::query_as(
-                    "SELECT COALESCE(SUM(CASE WHEN run_at <= $2 THEN 1 ELSE 0 END), 0), \
-                     COALESCE(SUM(CASE WHEN run_at > $2 THEN 1 ELSE 0 END), 0) \
-                     FROM Jobs WHERE job_type = $1 AND status IN ('Pending', 'Queued')",
-                )
-                .bind(&name)
-                .bind(now as i64)
-                .fetch_one(pool)
-                .await
-                .map_err(|e| QueueError::Unreachable(e.to_string()))?;
-                Ok((due, later))
-            }
-        }
-    }
-
     pub async fn ping(&self) -> Result<(), QueueError> {
         match self {
             Queue::Redis(r) => {
@@ -428,11 +393,4 @@ pub fn new_task_id() -> String {
 
 fn redis_err(e: redis::RedisError) -> QueueError {
     QueueError::Unreachable(e.to_string())
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

@@ -4,7 +4,6 @@
 //! both SQLite and PostgreSQL accept (`$n` placeholders, `ON CONFLICT`,
 //! `RETURNING`, partial indexes) and run against whichever pool is open.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -348,14 +347,6 @@ pub struct WorkerRow {
     pub started_at: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
     pub stopped_at: Option<DateTime<Utc>>,
-}
-
-/// Counts per state for one queue, from the jobs table.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct QueueCounts {
-    pub queued: i64,
-    pub running: i64,
-    pub oldest_queued_at: Option<DateTime<Utc>>,
 }
 
 impl Store {
@@ -802,43 +793,7 @@ impl Store {
         Ok(out)
     }
 
-    pub async fn queue_counts(&self) -> Result<BTreeMap<String, QueueCounts>, StoreError> {
-        let rows: Vec<(String, String, i64)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT queue, state, COUNT(*) FROM jobs WHERE state IN ('queued','running') GROUP BY queue, state",
-        )
-        .fetch_all(p)
-        .await)?;
-        let mut out: BTreeMap<String, QueueCounts> = BTreeMap::new();
-        for (queue, state, n) in rows {
-            let c = out.entry(queue).or_default();
-            match state.as_str() {
-                "queued" => c.queued = n,
-                _ => c.running = n,
-            }
-        }
-        Ok(out)
-    }
-
     // ---- predictions ------------------------------------------------------
-
-    /// Stores per-project answers; re-running a job overwrites its own rows,
-    /// so each (job, project, target) has exactly one.
-    pub async fn upsert_predictions(&self, rows: &[PredictionRow]) -> Result<(), StoreError> {
-        let now = Utc::now();
-        on_pool!(self, p => {
-            let mut tx = p.begin().await?;
-            for chunk in rows.chunks(PREDICTION_CHUNK) {
-                let sql = predictions_sql(chunk.len());
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-                for r in chunk {
-                    q = bind_prediction!(q, r, now);
-                }
-                q.execute(&mut *tx).await?;
-            }
-            tx.commit().await
-        })?;
-        Ok(())
-    }
 
     /// Marks a running job held by `worker` succeeded and stores its
     /// per-project answers, in one transaction: either both happen or, if
@@ -882,16 +837,6 @@ impl Store {
             }
         })?;
         Ok(kept)
-    }
-
-    pub async fn count_predictions(&self, job_id: &str) -> Result<i64, StoreError> {
-        let (n,): (i64,) = on_pool!(self, p => sqlx::query_as(
-            "SELECT COUNT(*) FROM predictions WHERE job_id = $1",
-        )
-        .bind(job_id)
-        .fetch_one(p)
-        .await)?;
-        Ok(n)
     }
 
     // ---- models -----------------------------------------------------------
@@ -1108,20 +1053,6 @@ impl Store {
             .await
             .map(|r| r.rows_affected()))?;
         Ok(())
-    }
-
-    pub async fn list_workers(
-        &self,
-        seen_since: DateTime<Utc>,
-    ) -> Result<Vec<WorkerRow>, StoreError> {
-        let rows: Vec<WorkerRow> = on_pool!(self, p => sqlx::query_as(
-            "SELECT name, host, pid, queues, concurrency, version, started_at, last_seen, stopped_at \
-             FROM workers WHERE last_seen >= $1 ORDER BY name",
-        )
-        .bind(seen_since)
-        .fetch_all(p)
-        .await)?;
-        Ok(rows)
     }
 }
 

@@ -27,28 +27,15 @@ pub(crate) struct LabSplit<'a> {
     pub ey: Vec<f64>,
 }
 
+/// The training pipeline's own split, under the lab's shorter names.
 pub(crate) fn lab_split(set: &TrainingSet, target: Target) -> LabSplit<'_> {
-    let mut s = LabSplit {
-        train: vec![],
-        ty: vec![],
-        eval: vec![],
-        ey: vec![],
-    };
-    for r in &set.rows {
-        let Some(y) = set.value(target, r) else {
-            continue;
-        };
-        if set.projects[r.project].holdout {
-            if r.on_grid {
-                s.eval.push(r);
-                s.ey.push(y);
-            }
-        } else {
-            s.train.push(r);
-            s.ty.push(y);
-        }
+    let s = super::fit::split(target, set);
+    LabSplit {
+        train: s.train,
+        ty: s.train_y,
+        eval: s.eval,
+        ey: s.eval_y,
     }
-    s
 }
 
 fn mae(a: &[f64], b: &[f64]) -> f64 {

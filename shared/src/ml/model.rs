@@ -379,18 +379,7 @@ impl TrainedModel {
                 let by_cancel = best == 2 && sigmoid(cancel) > p[2] - sigmoid(cancel);
                 let parts = &raw.contributions[usize::from(by_cancel)];
                 let parts = &parts[..parts.len().saturating_sub(1)];
-                Prediction {
-                    class: Some(RiskClass::NAMES[best].to_string()),
-                    probabilities: Some(
-                        RiskClass::NAMES
-                            .iter()
-                            .map(|c| c.to_string())
-                            .zip(p)
-                            .collect(),
-                    ),
-                    contributions: self.top(&row.values, parts),
-                    ..Prediction::default()
-                }
+                self.risk_prediction(&row.values, p, parts)
             }
             (Params::Ordinal(_), _) => {
                 let p = ordinal_probabilities(raw.scores[0], raw.scores[1]);
@@ -400,18 +389,7 @@ impl TrainedModel {
                     1 => raw.contributions[0].clone(),
                     _ => raw.contributions[1].clone(),
                 };
-                Prediction {
-                    class: Some(RiskClass::NAMES[best].to_string()),
-                    probabilities: Some(
-                        RiskClass::NAMES
-                            .iter()
-                            .map(|c| c.to_string())
-                            .zip(p)
-                            .collect(),
-                    ),
-                    contributions: self.top(&row.values, &contributions),
-                    ..Prediction::default()
-                }
+                self.risk_prediction(&row.values, p, &contributions)
             }
             (params, target) => {
                 let (value, interval, contributions) = match params {
@@ -499,6 +477,23 @@ impl TrainedModel {
     }
 
     /// The largest contributions by magnitude (ties by feature order).
+    /// A risk answer: the most probable class, all three probabilities, and
+    /// the top contributions behind it.
+    fn risk_prediction(&self, values: &[f64], p: [f64; 3], contributions: &[f64]) -> Prediction {
+        Prediction {
+            class: Some(RiskClass::NAMES[argmax(&p)].to_string()),
+            probabilities: Some(
+                RiskClass::NAMES
+                    .iter()
+                    .map(|c| c.to_string())
+                    .zip(p)
+                    .collect(),
+            ),
+            contributions: self.top(values, contributions),
+            ..Prediction::default()
+        }
+    }
+
     fn top(&self, values: &[f64], contributions: &[f64]) -> Vec<Contribution> {
         let mut idx: Vec<usize> = (0..contributions.len().min(self.feature_names.len()))
             .filter(|&i| contributions[i] != 0.0 && contributions[i].is_finite())
