@@ -58,13 +58,24 @@ impl FromStr for QueueName {
 pub enum JobKind {
     Predict,
     Retrain,
+    Drift,
+    Maintenance,
 }
 
 impl JobKind {
+    pub const ALL: [JobKind; 4] = [
+        JobKind::Predict,
+        JobKind::Retrain,
+        JobKind::Drift,
+        JobKind::Maintenance,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Predict => "predict",
             JobKind::Retrain => "retrain",
+            JobKind::Drift => "drift",
+            JobKind::Maintenance => "maintenance",
         }
     }
 
@@ -72,6 +83,7 @@ impl JobKind {
         match self {
             JobKind::Predict => QueueName::Predict,
             JobKind::Retrain => QueueName::Train,
+            JobKind::Drift | JobKind::Maintenance => QueueName::Maintenance,
         }
     }
 }
@@ -88,7 +100,11 @@ impl FromStr for JobKind {
         match s {
             "predict" => Ok(JobKind::Predict),
             "retrain" => Ok(JobKind::Retrain),
-            other => Err(format!("unknown job kind {other:?}")),
+            "drift" => Ok(JobKind::Drift),
+            "maintenance" => Ok(JobKind::Maintenance),
+            other => Err(format!(
+                "unknown job kind {other:?}; expected predict, retrain, drift or maintenance"
+            )),
         }
     }
 }
@@ -169,12 +185,30 @@ pub struct RetrainJob {
     pub reason: String,
 }
 
+/// Payload of a `drift` job: compare recent projects with each production
+/// model's training reference and score realised performance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftJob {
+    /// Who asked: "api", "scheduler <tick>".
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Payload of a `maintenance` job: retention and reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceJob {
+    #[serde(default)]
+    pub reason: String,
+}
+
 /// A job's typed payload; serialized into the jobs table and the queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobPayload {
     Predict(PredictJob),
     Retrain(RetrainJob),
+    Drift(DriftJob),
+    Maintenance(MaintenanceJob),
 }
 
 impl JobPayload {
@@ -182,16 +216,21 @@ impl JobPayload {
         match self {
             JobPayload::Predict(_) => JobKind::Predict,
             JobPayload::Retrain(_) => JobKind::Retrain,
+            JobPayload::Drift(_) => JobKind::Drift,
+            JobPayload::Maintenance(_) => JobKind::Maintenance,
         }
     }
 
     /// Key that makes a second identical job collapse onto the first while
     /// it is still queued or running. Only retrains deduplicate: two
     /// predictions for the same projects are two questions asked at two
-    /// moments.
+    /// moments. A drift check or maintenance pass already waiting makes a
+    /// second one pointless.
     pub fn dedup_key(&self) -> Option<String> {
         match self {
             JobPayload::Predict(_) => None,
+            JobPayload::Drift(_) => Some("drift".into()),
+            JobPayload::Maintenance(_) => Some("maintenance".into()),
             JobPayload::Retrain(r) => Some(format!(
                 "retrain:{}",
                 r.targets

@@ -111,6 +111,8 @@ pub async fn handle_message(state: Arc<WorkerState>, msg: JobMessage) -> Result<
                 }
             }
             JobPayload::Retrain(r) => run_retrain(&state, &job, r).await,
+            JobPayload::Drift(d) => crate::drift::run(&state, &job, d).await,
+            JobPayload::Maintenance(m) => crate::maintenance::run(&state, &job, m).await,
         };
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         record_outcome(&state, &job, outcome, elapsed_ms).await

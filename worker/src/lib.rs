@@ -1,7 +1,9 @@
 //! The worker role: takes job messages off the queues, moves job rows through
 //! their states, and does the work (feature extraction, fitting, scoring).
 
+pub mod drift;
 pub mod execute;
+pub mod maintenance;
 pub mod models;
 pub mod reconcile;
 pub mod runner;
