@@ -4,7 +4,9 @@
 
 pub mod error;
 pub mod extract;
+pub mod monitoring;
 pub mod openapi;
+pub mod ops;
 pub mod routes;
 
 use std::sync::Arc;
@@ -100,10 +102,13 @@ impl KnownProjects {
 
 /// Builds the application router with every layer applied.
 pub fn router(state: AppState) -> Router {
-    let protected =
-        routes::protected().route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    let protected = routes::protected()
+        .merge(monitoring::protected())
+        .merge(ops::protected())
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     Router::new()
         .merge(routes::public())
+        .merge(ops::public())
         .merge(protected)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))

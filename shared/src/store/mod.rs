@@ -1108,6 +1108,9 @@ pub fn sqlite_path(url: &str) -> String {
     rest.split('?').next().unwrap_or(rest).to_string()
 }
 
+mod drift;
+mod ops;
+
 #[cfg(test)]
 mod tests {
     use super::values_rows;
