@@ -1,40 +1,88 @@
 //! The scheduler role: enqueues recurring jobs from cron expressions. It only
 //! enqueues; workers do the work.
 //!
-//! Today it enqueues the weekly retrain (`RETRAIN_CRON`). A retrain that is
-//! already queued or running absorbs a second one (the jobs table's active
-//! dedup key), so extra replicas cannot stack retrains. Drift and
-//! maintenance ticks are logged until their jobs exist.
+//! - `RETRAIN_CRON` → a `retrain` of every target (queue `train`);
+//! - `DRIFT_CRON` → a `drift` check (queue `maintenance`);
+//! - `MAINTENANCE_CRON` → a `maintenance` pass (queue `maintenance`).
+//!
+//! Any number of replicas may run. Each tick is claimed in the ML store's
+//! `schedule_ticks` table, whose primary key (schedule, tick time) is the
+//! idempotency key: exactly one replica wins the insert and enqueues. The
+//! keys are deleted by the maintenance job after `SCHEDULE_TICK_TTL_DAYS`.
+//! (apalis-cron is not used: every replica would enqueue every tick.)
+//!
+//! A scheduler that starts where an earlier one left history enqueues the
+//! newest tick it missed, once, if that tick is younger than
+//! `SCHEDULER_CATCHUP_MAX_AGE_SECS`. A first start enqueues nothing early.
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cron::Schedule;
 use tokio_util::sync::CancellationToken;
 
 use rpa_ml_shared::config::Config;
-use rpa_ml_shared::jobs::{JobPayload, RetrainJob};
+use rpa_ml_shared::jobs::{DriftJob, JobPayload, MaintenanceJob, RetrainJob};
 use rpa_ml_shared::ml::Target;
 use rpa_ml_shared::queue::Queue;
 use rpa_ml_shared::store::Store;
 use rpa_ml_shared::submit::submit;
 
+/// A tick whose enqueue failed (store or queue down) is tried again this often.
+const RETRY_EVERY: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tick {
+enum Kind {
     Retrain,
     Drift,
     Maintenance,
 }
 
-impl Tick {
+impl Kind {
     fn name(self) -> &'static str {
         match self {
-            Tick::Retrain => "retrain",
-            Tick::Drift => "drift",
-            Tick::Maintenance => "maintenance",
+            Kind::Retrain => "retrain",
+            Kind::Drift => "drift",
+            Kind::Maintenance => "maintenance",
         }
     }
+
+    fn payload(self, at: DateTime<Utc>) -> JobPayload {
+        let reason = format!("scheduler {}", at.to_rfc3339());
+        match self {
+            Kind::Retrain => JobPayload::Retrain(RetrainJob {
+                targets: Target::ALL.into_iter().collect(),
+                reason,
+            }),
+            Kind::Drift => JobPayload::Drift(DriftJob { reason }),
+            Kind::Maintenance => JobPayload::Maintenance(MaintenanceJob { reason }),
+        }
+    }
+}
+
+struct Entry {
+    kind: Kind,
+    schedule: Schedule,
+}
+
+/// Parses the three schedules; an invalid one is named by its variable.
+fn schedules(config: &Config) -> anyhow::Result<Vec<Entry>> {
+    Ok(vec![
+        Entry {
+            kind: Kind::Retrain,
+            schedule: parse("RETRAIN_CRON", &config.retrain_cron)?,
+        },
+        Entry {
+            kind: Kind::Drift,
+            schedule: parse("DRIFT_CRON", &config.drift_cron)?,
+        },
+        Entry {
+            kind: Kind::Maintenance,
+            schedule: parse("MAINTENANCE_CRON", &config.maintenance_cron)?,
+        },
+    ])
 }
 
 pub async fn run(
@@ -43,67 +91,251 @@ pub async fn run(
     queue: Queue,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let schedules = [
-        (Tick::Retrain, parse("RETRAIN_CRON", &config.retrain_cron)?),
-        (Tick::Drift, parse("DRIFT_CRON", &config.drift_cron)?),
-        (
-            Tick::Maintenance,
-            parse("MAINTENANCE_CRON", &config.maintenance_cron)?,
-        ),
-    ];
-    for (tick, s) in &schedules {
-        if let Some(next) = s.upcoming(Utc).next() {
-            tracing::info!(schedule = tick.name(), next = %next, "scheduled");
+    let entries = schedules(&config)?;
+    let me = format!(
+        "{}-{}-{}",
+        hostname(),
+        std::process::id(),
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
+    let max_age = chrono::Duration::from_std(config.scheduler_catchup_max_age)
+        .unwrap_or_else(|_| chrono::Duration::hours(6));
+    let ctx = Ctx {
+        config: &config,
+        store: &store,
+        queue: &queue,
+        me: &me,
+    };
+
+    // Ticks that could not be enqueued yet: tried again until they are
+    // older than the catch-up window.
+    let mut pending: Vec<(Kind, DateTime<Utc>)> = Vec::new();
+    let start = Utc::now();
+    for e in &entries {
+        if let Some(next) = e.schedule.after(&start).next() {
+            tracing::info!(schedule = e.kind.name(), next = %next, scheduler = %me, "scheduled");
+        }
+        match store.last_tick(e.kind.name()).await {
+            Ok(last) => {
+                if let Some(at) = missed_tick(&e.schedule, last, start, max_age) {
+                    tracing::info!(schedule = e.kind.name(), tick = %at, "catching up a tick missed while no scheduler ran");
+                    pending.push((e.kind, at));
+                }
+            }
+            Err(err) => tracing::warn!(schedule = e.kind.name(), error = %err,
+                "could not read the last tick; no catch-up this start"),
         }
     }
+
+    // Every tick after `cursor` is handled in order, so a slow enqueue
+    // never skips the one after it.
+    let mut cursor = start;
     loop {
         let now = Utc::now();
-        let Some((tick, at)) = schedules
+        let mut still = Vec::new();
+        for (kind, at) in pending.drain(..) {
+            if now - at > max_age {
+                tracing::error!(schedule = kind.name(), tick = %at,
+                    "tick could not be enqueued within SCHEDULER_CATCHUP_MAX_AGE_SECS; dropped");
+            } else if !ctx.fire(kind, at).await {
+                still.push((kind, at));
+            }
+        }
+        pending = still;
+
+        let Some(at) = entries
             .iter()
-            .filter_map(|(t, s)| s.after(&now).next().map(|at| (*t, at)))
-            .min_by_key(|(_, at)| *at)
+            .filter_map(|e| e.schedule.after(&cursor).next())
+            .min()
         else {
-            tracing::warn!("no upcoming ticks; scheduler idle");
-            shutdown.cancelled().await;
-            return Ok(());
+            if pending.is_empty() {
+                tracing::warn!("no upcoming ticks; scheduler idle");
+                shutdown.cancelled().await;
+                return Ok(());
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(RETRY_EVERY) => continue,
+            }
         };
-        let wait = (at - now).to_std().unwrap_or_default();
+        let mut wait = (at - Utc::now()).to_std().unwrap_or_default();
+        if !pending.is_empty() {
+            wait = wait.min(RETRY_EVERY);
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(wait) => {}
         }
-        fire(&config, &store, &queue, tick, at).await;
+        if Utc::now() < at {
+            continue; // woke early to retry pending ticks
+        }
+        // Every schedule due at this instant fires (two may coincide).
+        for e in &entries {
+            if e.schedule.after(&cursor).next() == Some(at) && !ctx.fire(e.kind, at).await {
+                pending.push((e.kind, at));
+            }
+        }
+        cursor = at;
     }
 }
 
-async fn fire(config: &Config, store: &Store, queue: &Queue, tick: Tick, at: DateTime<Utc>) {
-    match tick {
-        Tick::Retrain => {
-            let payload = JobPayload::Retrain(RetrainJob {
-                targets: Target::ALL.into_iter().collect(),
-                reason: format!("scheduler {at}"),
-            });
-            match submit(store, queue, payload, config.job_max_attempts as i32, None).await {
-                Ok(s) if s.created => {
-                    tracing::info!(job.id = %s.job.id, tick = %at, "scheduled retrain enqueued")
-                }
-                Ok(s) => {
-                    tracing::info!(job.id = %s.job.id, tick = %at, "retrain already active; not enqueued again")
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, tick = %at, "could not enqueue the scheduled retrain")
-                }
+struct Ctx<'a> {
+    config: &'a Config,
+    store: &'a Store,
+    queue: &'a Queue,
+    me: &'a str,
+}
+
+impl Ctx<'_> {
+    /// Claims and enqueues one tick. True when the tick is settled (this
+    /// replica enqueued it, or another had already claimed it); false when
+    /// it should be tried again.
+    async fn fire(&self, kind: Kind, at: DateTime<Utc>) -> bool {
+        let name = kind.name();
+        match self.store.claim_tick(name, at, self.me).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(schedule = name, tick = %at, "tick already claimed by another scheduler");
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(schedule = name, tick = %at, error = %e, "could not claim tick; will retry");
+                return false;
             }
         }
-        other => tracing::info!(
-            schedule = other.name(),
-            tick = %at,
-            "tick (no job of this kind yet)"
-        ),
+        let max_attempts = self.config.job_max_attempts as i32;
+        match submit(self.store, self.queue, kind.payload(at), max_attempts, None).await {
+            Ok(s) => {
+                if s.created {
+                    tracing::info!(schedule = name, tick = %at, job.id = %s.job.id, "scheduled job enqueued");
+                } else {
+                    tracing::info!(schedule = name, tick = %at, job.id = %s.job.id,
+                        "an identical job is still active; this tick points at it");
+                }
+                if let Err(e) = self.store.set_tick_job(name, at, &s.job.id).await {
+                    tracing::warn!(schedule = name, tick = %at, error = %e, "could not record the tick's job");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(schedule = name, tick = %at, error = %e, "could not enqueue tick; will retry");
+                if let Err(e) = self.store.release_tick(name, at).await {
+                    tracing::warn!(schedule = name, tick = %at, error = %e, "could not release the tick");
+                }
+                false
+            }
+        }
     }
+}
+
+/// The newest tick at or before `now` that no scheduler claimed, if one
+/// ran before (`last` is the newest claimed tick) and it is younger than
+/// `max_age`. Only one tick is returned however many were missed: a
+/// retrain or a drift check twice in a row says nothing more.
+fn missed_tick(
+    schedule: &Schedule,
+    last: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    max_age: chrono::Duration,
+) -> Option<DateTime<Utc>> {
+    let last = last?;
+    let newest = schedule.after(&last).take_while(|t| *t <= now).last()?;
+    (now - newest <= max_age).then_some(newest)
 }
 
 fn parse(var: &str, expr: &str) -> anyhow::Result<Schedule> {
     Schedule::from_str(expr)
         .map_err(|e| anyhow::anyhow!("{var}: invalid cron expression {expr:?}: {e}"))
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "scheduler".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 26, h, m, 0)
+            .single()
+            .expect("time")
+    }
+
+    #[test]
+    fn first_start_catches_nothing_up() {
+        let hourly = parse("X", "0 0 * * * *").expect("cron");
+        assert_eq!(
+            missed_tick(&hourly, None, at(10, 30), chrono::Duration::hours(6)),
+            None
+        );
+    }
+
+    #[test]
+    fn only_the_newest_missed_tick_is_caught_up() {
+        let hourly = parse("X", "0 0 * * * *").expect("cron");
+        // Last claimed 07:00; down until 10:30: 08, 09 and 10 were missed.
+        assert_eq!(
+            missed_tick(
+                &hourly,
+                Some(at(7, 0)),
+                at(10, 30),
+                chrono::Duration::hours(6)
+            ),
+            Some(at(10, 0))
+        );
+    }
+
+    #[test]
+    fn nothing_is_missed_when_the_last_tick_is_current() {
+        let hourly = parse("X", "0 0 * * * *").expect("cron");
+        assert_eq!(
+            missed_tick(
+                &hourly,
+                Some(at(10, 0)),
+                at(10, 30),
+                chrono::Duration::hours(6)
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_missed_tick_older_than_the_window_is_not_caught_up() {
+        let daily = parse("X", "0 0 2 * * *").expect("cron");
+        // Last claimed two days ago at 02:00; now 10:30: today's 02:00 is
+        // 8.5 h old, beyond a 6 h window.
+        let last = Utc
+            .with_ymd_and_hms(2026, 11, 24, 2, 0, 0)
+            .single()
+            .expect("time");
+        assert_eq!(
+            missed_tick(&daily, Some(last), at(10, 30), chrono::Duration::hours(6)),
+            None
+        );
+        assert_eq!(
+            missed_tick(&daily, Some(last), at(10, 30), chrono::Duration::hours(12)),
+            Some(at(2, 0))
+        );
+    }
+
+    #[test]
+    fn invalid_expressions_name_their_variable() {
+        let err = parse("DRIFT_CRON", "every day")
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            err.starts_with("DRIFT_CRON: invalid cron expression"),
+            "{err}"
+        );
+    }
 }

@@ -70,6 +70,10 @@ const KNOWN_VARS: &[&str] = &[
     "MODEL_RETENTION",
     "JOB_MAX_ATTEMPTS",
     "JOB_RETENTION_DAYS",
+    "FAILED_JOB_RETENTION_DAYS",
+    "PREDICTION_RETENTION_DAYS",
+    "SCHEDULER_CATCHUP_MAX_AGE_SECS",
+    "SCHEDULE_TICK_TTL_DAYS",
     "WORKER_HEARTBEAT_SECS",
     "WORKER_DEAD_AFTER_SECS",
     "RECONCILE_INTERVAL_SECS",
@@ -130,6 +134,16 @@ pub struct Config {
     pub model_retention: usize,
     pub job_max_attempts: u32,
     pub job_retention_days: u32,
+    /// Days failed and dead jobs are kept (`FAILED_JOB_RETENTION_DAYS`).
+    pub failed_job_retention_days: u32,
+    /// Days stored predictions are kept: realised performance is measured
+    /// on them once their projects close (`PREDICTION_RETENTION_DAYS`).
+    pub prediction_retention_days: u32,
+    /// A tick missed while no scheduler ran is enqueued late only if it is
+    /// younger than this (`SCHEDULER_CATCHUP_MAX_AGE_SECS`).
+    pub scheduler_catchup_max_age: Duration,
+    /// Days a tick's idempotency key is kept (`SCHEDULE_TICK_TTL_DAYS`).
+    pub schedule_tick_ttl_days: u32,
     pub worker_heartbeat: Duration,
     pub worker_dead_after: Duration,
     pub reconcile_interval: Duration,
@@ -264,6 +278,30 @@ impl Config {
             job_max_attempts: r.int("JOB_MAX_ATTEMPTS", 3, 1, Some(25), "")?,
             // Zero would delete results before the backend has polled them.
             job_retention_days: r.int("JOB_RETENTION_DAYS", 7, 1, Some(MAX_DAYS), "days")?,
+            failed_job_retention_days: r.int(
+                "FAILED_JOB_RETENTION_DAYS",
+                30,
+                1,
+                Some(MAX_DAYS),
+                "days",
+            )?,
+            prediction_retention_days: r.int(
+                "PREDICTION_RETENTION_DAYS",
+                180,
+                1,
+                Some(MAX_DAYS),
+                "days",
+            )?,
+            scheduler_catchup_max_age: r.secs("SCHEDULER_CATCHUP_MAX_AGE_SECS", 6 * 3600, 0)?,
+            // A tick key must outlive the catch-up window, or a scheduler
+            // coming back could enqueue a tick that already ran.
+            schedule_tick_ttl_days: r.int(
+                "SCHEDULE_TICK_TTL_DAYS",
+                30,
+                1,
+                Some(MAX_DAYS),
+                "days",
+            )?,
             worker_heartbeat,
             worker_dead_after,
             reconcile_interval: r.secs("RECONCILE_INTERVAL_SECS", 5, 1)?,
@@ -382,6 +420,10 @@ impl fmt::Debug for Config {
             .field("model_retention", &self.model_retention)
             .field("job_max_attempts", &self.job_max_attempts)
             .field("job_retention_days", &self.job_retention_days)
+            .field("failed_job_retention_days", &self.failed_job_retention_days)
+            .field("prediction_retention_days", &self.prediction_retention_days)
+            .field("scheduler_catchup_max_age", &self.scheduler_catchup_max_age)
+            .field("schedule_tick_ttl_days", &self.schedule_tick_ttl_days)
             .field("worker_heartbeat", &self.worker_heartbeat)
             .field("worker_dead_after", &self.worker_dead_after)
             .field("reconcile_interval", &self.reconcile_interval)

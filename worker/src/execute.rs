@@ -454,7 +454,9 @@ async fn run_retrain(
             .set_model_stage(target, row.version, stage.clone(), Some(&reason))
             .await?;
         state.models.invalidate(target);
-        prune(state, target).await;
+        if let Err(e) = prune(state, target).await {
+            tracing::warn!(model.target = %target, error = %e, "model retention failed; the maintenance job tries again");
+        }
         tracing::info!(model.target = %target, model.version = row.version, stage = stage.as_str(), %reason, "model registered");
         let mut entry = json!({"version": row.version, "stage": stage.as_str(), "reason": reason, "report": metrics});
         if let Some(mlflow) = &state.mlflow {
@@ -550,24 +552,23 @@ async fn export_to_mlflow(
 /// Applies MODEL_RETENTION: older versions (never production) lose their
 /// rows and artifacts. A failure here is logged, not fatal: the new model
 /// is already registered.
-async fn prune(state: &WorkerState, target: Target) {
-    match state
+/// Applies `MODEL_RETENTION` to one target: the newest versions and the
+/// production one stay; older rows and their artifacts go. Returns the
+/// versions removed.
+pub async fn prune(state: &WorkerState, target: Target) -> Result<Vec<i32>, StoreError> {
+    let removed = state
         .store
         .prune_models(target, state.config.model_retention)
-        .await
-    {
-        Ok(removed) => {
-            for m in removed {
-                if let Err(e) = std::fs::remove_file(&m.artifact_path)
-                    && e.kind() != std::io::ErrorKind::NotFound
-                {
-                    tracing::warn!(model.target = %target, model.version = m.version, error = %e, "could not remove artifact");
-                }
-                tracing::info!(model.target = %target, model.version = m.version, "model version removed by retention");
-            }
+        .await?;
+    for m in &removed {
+        if let Err(e) = std::fs::remove_file(&m.artifact_path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(model.target = %target, model.version = m.version, error = %e, "could not remove artifact");
         }
-        Err(e) => tracing::warn!(model.target = %target, error = %e, "model retention failed"),
+        tracing::info!(model.target = %target, model.version = m.version, "model version removed by retention");
     }
+    Ok(removed.into_iter().map(|m| m.version).collect())
 }
 
 /// The training options for `target` from configuration; shared with the

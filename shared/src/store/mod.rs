@@ -1109,7 +1109,10 @@ pub fn sqlite_path(url: &str) -> String {
 }
 
 mod drift;
+mod maintenance;
 mod ops;
+
+pub use maintenance::{Purged, RetentionCutoffs};
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,150 @@
+//! Retention and schedule bookkeeping: what the `maintenance` job deletes
+//! and how scheduler replicas agree on who enqueues a tick.
+
+use chrono::{DateTime, Utc};
+
+use super::{Store, StoreError};
+
+/// Rows removed by one retention pass.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Purged {
+    pub jobs: u64,
+    pub failed_jobs: u64,
+    pub predictions: u64,
+    pub schedule_ticks: u64,
+    pub workers: u64,
+}
+
+/// Where each cut-off falls; everything finished before it goes.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionCutoffs {
+    /// Succeeded and cancelled jobs.
+    pub finished: DateTime<Utc>,
+    /// Failed and dead jobs (kept longer: someone may still investigate).
+    pub failed: DateTime<Utc>,
+    /// Stored predictions (the record realised performance is measured on).
+    pub predictions: DateTime<Utc>,
+    /// Scheduler tick keys.
+    pub ticks: DateTime<Utc>,
+    /// Workers that stopped (or vanished) before this.
+    pub workers: DateTime<Utc>,
+}
+
+impl Store {
+    /// Deletes what has outlived its retention. Queued and running jobs are
+    /// never touched, whatever their age.
+    pub async fn purge_expired(&self, c: &RetentionCutoffs) -> Result<Purged, StoreError> {
+        let jobs = on_pool!(self, p => sqlx::query(
+            "DELETE FROM jobs WHERE state IN ('succeeded', 'cancelled') AND finished_at < $1",
+        )
+        .bind(c.finished)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
+        let failed_jobs = on_pool!(self, p => sqlx::query(
+            "DELETE FROM jobs WHERE state IN ('failed', 'dead') AND finished_at < $1",
+        )
+        .bind(c.failed)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
+        let predictions = on_pool!(self, p => sqlx::query(
+            "DELETE FROM predictions WHERE created_at < $1",
+        )
+        .bind(c.predictions)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
+        let schedule_ticks = on_pool!(self, p => sqlx::query(
+            "DELETE FROM schedule_ticks WHERE tick_at < $1",
+        )
+        .bind(c.ticks)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
+        let workers = on_pool!(self, p => sqlx::query(
+            "DELETE FROM workers WHERE last_seen < $1",
+        )
+        .bind(c.workers)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(Purged {
+            jobs,
+            failed_jobs,
+            predictions,
+            schedule_ticks,
+            workers,
+        })
+    }
+
+    /// Claims one tick of a schedule. Exactly one caller gets `true` for a
+    /// given (schedule, tick) however many scheduler replicas ask.
+    pub async fn claim_tick(
+        &self,
+        schedule: &str,
+        tick_at: DateTime<Utc>,
+        claimed_by: &str,
+    ) -> Result<bool, StoreError> {
+        let n = on_pool!(self, p => sqlx::query(
+            "INSERT INTO schedule_ticks (schedule, tick_at, claimed_by, claimed_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (schedule, tick_at) DO NOTHING",
+        )
+        .bind(schedule)
+        .bind(tick_at)
+        .bind(claimed_by)
+        .bind(Utc::now())
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    /// Records the job a claimed tick produced.
+    pub async fn set_tick_job(
+        &self,
+        schedule: &str,
+        tick_at: DateTime<Utc>,
+        job_id: &str,
+    ) -> Result<(), StoreError> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE schedule_ticks SET job_id = $3 WHERE schedule = $1 AND tick_at = $2",
+        )
+        .bind(schedule)
+        .bind(tick_at)
+        .bind(job_id)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Gives a claimed tick back (its job could not be enqueued), so the
+    /// next attempt, by this replica or another, can claim it again.
+    pub async fn release_tick(
+        &self,
+        schedule: &str,
+        tick_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        on_pool!(self, p => sqlx::query(
+            "DELETE FROM schedule_ticks WHERE schedule = $1 AND tick_at = $2 AND job_id IS NULL",
+        )
+        .bind(schedule)
+        .bind(tick_at)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// The newest tick of `schedule` claimed so far, if any.
+    pub async fn last_tick(&self, schedule: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row: Option<(DateTime<Utc>,)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT tick_at FROM schedule_ticks WHERE schedule = $1 ORDER BY tick_at DESC LIMIT 1",
+        )
+        .bind(schedule)
+        .fetch_optional(p)
+        .await)?;
+        Ok(row.map(|r| r.0))
+    }
+}
