@@ -232,7 +232,10 @@ function scatter(pairs, title) {
 
 // Risk classes: counts of predicted (columns) for each actual (rows).
 function confusion(pairs) {
-  const classes = [...new Set(pairs.flatMap(p => [String(p.actual), String(p.predicted)]))].sort();
+  const order = ["low", "medium", "high"];
+  const rank = c => (order.indexOf(c) + 1) || order.length + 1;
+  const classes = [...new Set(pairs.flatMap(p => [String(p.actual), String(p.predicted)]))]
+    .sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
   const count = (a, p) => pairs.filter(x => String(x.actual) === a && String(x.predicted) === p).length;
   const rows = classes.map(a => el("tr", {}, el("th", {}, `actual ${a}`),
     classes.map(p => el("td", { class: "num" + (a === p ? " ok" : "") }, count(a, p)))));
