@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
+# Headless Chromium for the ops page test (tests/ops_page.rs).
+bash scripts/browser.sh || echo "chromium could not be installed; the ops page test will fail"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/rpa-ml-target}"
 export DATABASE_TEST_URL="${DATABASE_TEST_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export REDIS_TEST_URL="${REDIS_TEST_URL:-redis://127.0.0.1:6379}"

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-fn error_response(description: &str) -> Value {
+pub(crate) fn error_response(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
@@ -30,6 +30,17 @@ fn predict_one(target: &str) -> Value {
 }
 
 pub fn document() -> Value {
+    let mut doc = base_document();
+    if let (Some(paths), Value::Object(ops)) = (
+        doc.get_mut("paths").and_then(Value::as_object_mut),
+        crate::ops::openapi_paths(),
+    ) {
+        paths.extend(ops);
+    }
+    doc
+}
+
+fn base_document() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -132,7 +143,7 @@ pub fn document() -> Value {
                     "job_id": {"type": "string"}, "status": {"type": "string"}, "kind": {"type": "string"},
                     "status_url": {"type": "string"}, "deduplicated": {"type": "boolean"}, "queue_error": {"type": "string"}}},
                 "Job": {"type": "object", "properties": {
-                    "job_id": {"type": "string"}, "kind": {"type": "string", "enum": ["predict", "retrain"]},
+                    "job_id": {"type": "string"}, "kind": {"type": "string", "enum": ["predict", "retrain", "drift", "maintenance"]},
                     "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "dead", "cancelled"]},
                     "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"}, "progress": {"type": "number"},
                     "stage": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]},

@@ -36,6 +36,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/models/{target}/versions/{version}"),
     ("post", "/api/v1/models/{target}/promote"),
     ("post", "/api/v1/models/{target}/rollback"),
+    // Ops (api/src/ops.rs): the page and its JSON.
+    ("get", "/"),
+    ("get", "/ops"),
+    ("get", "/ops/page.js"),
+    ("get", "/ops/page.css"),
+    ("get", "/api/v1/queues"),
+    ("get", "/api/v1/jobs"),
+    ("post", "/api/v1/jobs/{id}/retry"),
+    ("post", "/api/v1/jobs/{id}/cancel"),
+    ("get", "/api/v1/workers"),
 ];
 
 pub fn public() -> Router<AppState> {

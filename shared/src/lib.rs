@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod ml;
 pub mod mlflow;
 pub mod queue;
+pub mod queue_stats;
 pub mod store;
 pub mod submit;
 pub mod telemetry;

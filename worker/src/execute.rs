@@ -33,6 +33,9 @@ pub enum JobError {
     Permanent(String),
     #[error("{0}")]
     Transient(String),
+    /// An operator cancelled it; seen at a checkpoint.
+    #[error("{0}")]
+    Cancelled(String),
 }
 
 impl From<StoreError> for JobError {
@@ -149,6 +152,12 @@ async fn record_outcome(
                 tracing::warn!("job was taken over while running; this outcome is dropped");
             }
         }
+        Err(JobError::Cancelled(e)) => {
+            tracing::info!(reason = %e, elapsed_ms, "job cancelled");
+            store
+                .finish_job(&job.id, &state.name, JobState::Cancelled, None, Some(&e))
+                .await?;
+        }
         Err(JobError::Permanent(e)) => {
             tracing::warn!(error = %e, elapsed_ms, "job failed permanently");
             store
@@ -210,6 +219,7 @@ async fn run_predict(
     if p.targets.is_empty() {
         return Err(JobError::Permanent("no targets requested".into()));
     }
+    crate::cancel::checkpoint(state, job, "before starting").await?;
     let mut models = BTreeMap::new();
     for &t in &p.targets {
         models.insert(t, state.models.production(t).await?);
@@ -230,6 +240,10 @@ async fn run_predict(
     let mut errors = 0usize;
 
     for (i, chunk) in ids.chunks(batch).enumerate() {
+        if i > 0 {
+            crate::cancel::checkpoint(state, job, &format!("before scoring chunk {}", i + 1))
+                .await?;
+        }
         let extraction = extract_features(&state.backend, chunk, as_of).await?;
         for (k, v) in &extraction.skipped {
             *skipped.entry(k.clone()).or_default() += v;
@@ -352,6 +366,7 @@ async fn run_retrain(
         return Err(JobError::Permanent("no targets requested".into()));
     }
     let store = &state.store;
+    crate::cancel::checkpoint(state, job, "before extracting").await?;
     store
         .set_progress(&job.id, &state.name, "extracting", 0.05)
         .await?;
@@ -379,6 +394,7 @@ async fn run_retrain(
     for (i, &target) in r.targets.iter().enumerate() {
         let base = 0.1 + 0.85 * i as f64 / n as f64;
         let span = 0.85 / n as f64;
+        crate::cancel::checkpoint(state, job, &format!("before fitting {target}")).await?;
         store
             .set_progress(&job.id, &state.name, &format!("fitting {target}"), base)
             .await?;
@@ -427,6 +443,7 @@ async fn run_retrain(
                 base + 0.8 / n as f64,
             )
             .await?;
+        crate::cancel::checkpoint(state, job, &format!("before registering {target}")).await?;
         let dir = state.config.model_storage_path.join(target.as_str());
         let file = format!("{target}-{}.json", job.id);
         let model_for = model.clone();

@@ -1,6 +1,7 @@
 //! The worker role: takes job messages off the queues, moves job rows through
 //! their states, and does the work (feature extraction, fitting, scoring).
 
+pub mod cancel;
 pub mod drift;
 pub mod execute;
 pub mod maintenance;

@@ -1113,6 +1113,7 @@ mod maintenance;
 mod ops;
 
 pub use maintenance::{Purged, RetentionCutoffs};
+pub use ops::{CancelOutcome, JobFilter, OpsJob, QueueCounts, RetryOutcome};
 
 #[cfg(test)]
 mod tests {
