@@ -194,6 +194,28 @@ async fn worker(config: Arc<Config>, opts: WorkerOptions) -> anyhow::Result<()> 
         conns.backend,
         rpa_ml_worker::process_name(),
     );
+    if let Some(port) = state.config.worker_metrics_port {
+        // Bind before taking jobs, so a taken port stops start-up.
+        let host = state.config.host.clone();
+        let s = shutdown.clone();
+        let server =
+            tokio::spawn(async move { rpa_ml_worker::metrics_server::serve(&host, port, s).await });
+        tokio::task::yield_now().await;
+        if server.is_finished() {
+            return server.await?;
+        }
+        let (run, _) = tokio::join!(rpa_ml_worker::run(state, opts, shutdown.clone()), async {
+            match server.await {
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "worker metrics server stopped");
+                    shutdown.cancel();
+                }
+                Err(e) => tracing::error!(error = %e, "worker metrics server panicked"),
+                Ok(Ok(())) => {}
+            }
+        });
+        return run;
+    }
     rpa_ml_worker::run(state, opts, shutdown).await
 }
 

@@ -111,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::public())
         .merge(protected)
         .fallback(not_found)
+        .layer(middleware::from_fn(track_http))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), allowed_hosts))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -126,6 +127,35 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUlid))
         .with_state(state)
+}
+
+/// Counts every request by its route template and times it. Added with
+/// `Router::layer`, so it runs after routing and sees the `MatchedPath`;
+/// requests no route matched are counted as `unmatched`.
+async fn track_http(req: Request, next: middleware::Next) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    let m = rpa_ml_shared::metrics::global();
+    m.http_duration
+        .get_or_create(&rpa_ml_shared::metrics::RouteLabels {
+            method: method.clone(),
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    m.http_requests
+        .get_or_create(&rpa_ml_shared::metrics::HttpLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
 }
 
 /// Request ids are ULIDs, like job ids: sortable by time in the logs.

@@ -52,6 +52,8 @@ fn base_document() -> Value {
             "/health": {"get": {"summary": "Process is alive", "responses": {"200": {"description": "alive"}}}},
             "/ready": {"get": {"summary": "ML store, queue and backend database reachable",
                 "responses": {"200": {"description": "ready"}, "503": error_response("a dependency is down; the body names it")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics (OpenMetrics text): HTTP, jobs, queues, models, drift",
+                "responses": {"200": {"description": "metrics", "content": {"application/openmetrics-text": {}}}}}},
             "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI document"}}}},
             "/api/v1/predict": {"post": {
                 "summary": "Predict any targets for projects or for all open projects",

@@ -25,6 +25,7 @@ use crate::{AppState, REQUEST_ID};
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/health"),
     ("get", "/ready"),
+    ("get", "/metrics"),
     ("get", "/api/v1/openapi.json"),
     ("post", "/api/v1/predict"),
     ("post", "/api/v1/predict/completion-time"),
@@ -52,6 +53,7 @@ pub fn public() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
 }
 
@@ -606,4 +608,21 @@ async fn move_mlflow_alias(state: &AppState, target: Target, version: i32) {
     {
         tracing::warn!(error = %e, "MLflow alias not moved");
     }
+}
+
+/// Prometheus metrics: this process's counters plus the system gauges read
+/// from the store now. Public like `/health`: it carries no secrets, and
+/// scrapers rarely hold API keys. A store that does not answer still gives
+/// the process series, with the failure counted.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    if let Err(e) = rpa_ml_shared::metrics::refresh_from_store(&state.store).await {
+        tracing::warn!(error = %e, "metrics: could not read the store; system gauges are stale");
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            rpa_ml_shared::metrics::CONTENT_TYPE,
+        )],
+        rpa_ml_shared::metrics::render(),
+    )
 }

@@ -4,6 +4,7 @@ pub mod backend;
 pub mod config;
 pub mod demo;
 pub mod jobs;
+pub mod metrics;
 pub mod ml;
 pub mod mlflow;
 pub mod queue;

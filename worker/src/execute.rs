@@ -17,6 +17,7 @@ use rpa_ml_shared::backend::BackendError;
 use rpa_ml_shared::jobs::{
     JobMessage, JobPayload, JobState, PredictJob, ProjectSelection, RetrainJob,
 };
+use rpa_ml_shared::metrics;
 use rpa_ml_shared::ml::{
     self, FEATURE_SET_VERSION, Target, TrainError, TrainOptions, extract_features,
 };
@@ -94,6 +95,13 @@ pub async fn handle_message(state: Arc<WorkerState>, msg: JobMessage) -> Result<
             return Ok(());
         }
         let started = Instant::now();
+        let waited = (Utc::now() - job.run_at).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics::global()
+            .job_wait
+            .get_or_create(&metrics::KindLabels {
+                kind: job.kind.as_str().into(),
+            })
+            .observe(waited);
         tracing::info!(attempt = job.attempts, "job started");
         if state.faults.abort {
             tracing::error!("RPA_ML_FAULT_ABORT: aborting the process");
@@ -137,6 +145,17 @@ async fn record_outcome(
     elapsed_ms: f64,
 ) -> Result<(), StoreError> {
     let store = &state.store;
+    let counted = |outcome: &str| {
+        let labels = metrics::JobLabels {
+            kind: job.kind.as_str().into(),
+            state: outcome.into(),
+        };
+        let m = metrics::global();
+        m.jobs_finished.get_or_create(&labels).inc();
+        m.job_duration
+            .get_or_create(&labels)
+            .observe(elapsed_ms / 1000.0);
+    };
     match outcome {
         Ok(outcome) => {
             let (result, rows) = match outcome {
@@ -147,18 +166,22 @@ async fn record_outcome(
                 .succeed_job(&job.id, &state.name, &result, &rows)
                 .await?;
             if kept {
+                counted("succeeded");
+                count_predictions(&rows);
                 tracing::info!(elapsed_ms, "job succeeded");
             } else {
                 tracing::warn!("job was taken over while running; this outcome is dropped");
             }
         }
         Err(JobError::Cancelled(e)) => {
+            counted("cancelled");
             tracing::info!(reason = %e, elapsed_ms, "job cancelled");
             store
                 .finish_job(&job.id, &state.name, JobState::Cancelled, None, Some(&e))
                 .await?;
         }
         Err(JobError::Permanent(e)) => {
+            counted("failed");
             tracing::warn!(error = %e, elapsed_ms, "job failed permanently");
             store
                 .finish_job(&job.id, &state.name, JobState::Failed, None, Some(&e))
@@ -169,6 +192,7 @@ async fn record_outcome(
                 "{e} (attempt {} of {}; giving up)",
                 job.attempts, job.max_attempts
             );
+            counted("dead");
             tracing::warn!(error = %e, "job is dead");
             store
                 .finish_job(&job.id, &state.name, JobState::Dead, None, Some(&e))
@@ -179,6 +203,7 @@ async fn record_outcome(
             let run_at = Utc::now()
                 + chrono::Duration::from_std(delay)
                     .unwrap_or_else(|_| chrono::Duration::seconds(1));
+            counted("retry");
             tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "job failed; will retry");
             let msg = format!(
                 "{e} (attempt {} of {}; retrying)",
@@ -203,6 +228,22 @@ async fn record_outcome(
         }
     }
     Ok(())
+}
+
+fn count_predictions(rows: &[PredictionRow]) {
+    let m = metrics::global();
+    let mut counts: BTreeMap<(Target, bool), u64> = BTreeMap::new();
+    for r in rows {
+        *counts.entry((r.target, r.error.is_none())).or_default() += 1;
+    }
+    for ((target, ok), n) in counts {
+        m.predictions
+            .get_or_create(&metrics::PredictionLabels {
+                target: target.as_str().into(),
+                outcome: if ok { "ok" } else { "error" }.into(),
+            })
+            .inc_by(n);
+    }
 }
 
 /// 2 s, 4 s, 8 s ... capped at 5 minutes.

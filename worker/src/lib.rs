@@ -5,6 +5,7 @@ pub mod cancel;
 pub mod drift;
 pub mod execute;
 pub mod maintenance;
+pub mod metrics_server;
 pub mod models;
 pub mod reconcile;
 pub mod runner;
