@@ -1111,6 +1111,8 @@ pub fn sqlite_path(url: &str) -> String {
 mod drift;
 mod ops;
 
+pub use drift::{DriftReportRow, PredictionCount, StoredPrediction};
+
 #[cfg(test)]
 mod tests {
     use super::values_rows;
