@@ -570,6 +570,9 @@ mod tests {
                 .filter(|f| f.method == Method::Psi && f.score > 0.2)
                 .count();
         }
+        println!(
+            "{seeds} stable windows: PSI>0.2 alone {naive_psi_alarms} times; flagged features {flagged_features}; windows with a flag {flagged_windows}; over 0.3 {over_threshold}"
+        );
         // Distance alone would have alarmed often: the guard is doing work.
         assert!(naive_psi_alarms > 50, "{naive_psi_alarms}");
         assert!(
@@ -611,6 +614,9 @@ mod tests {
                 caught += 1;
             }
         }
+        println!(
+            "shifted windows caught {caught} of 20; unshifted features flagged {false_flags} times"
+        );
         assert!(caught >= 18, "caught {caught} of 20");
         // Unshifted features are named at about the test's level (1%).
         assert!(
