@@ -40,9 +40,11 @@ async fn start(env: &mut TestEnv) {
     env.extra
         .entry("DRIFT_DETECTION_WINDOW".into())
         .or_insert_with(|| "60".into());
+    // One after the other: two processes migrating one SQLite store at
+    // once can collide.
     env.spawn("api", &["api"], &[]);
-    env.spawn("worker", &["worker"], &[]);
     env.wait_ready().await;
+    env.spawn("worker", &["worker"], &[]);
 }
 
 /// Runs a drift check through the API and returns the finished job.
@@ -55,6 +57,10 @@ async fn check(env: &TestEnv) -> Value {
         .wait_job(body["job_id"].as_str().expect("job id"), 120)
         .await;
     assert_eq!(job["status"], "succeeded", "{job}\n{}", env.dump_logs());
+    println!(
+        "drift job: started {} finished {}",
+        job["started_at"], job["finished_at"]
+    );
     job
 }
 
@@ -309,6 +315,12 @@ async fn a_shifted_population_is_called_drift_on_the_shifted_features_and_enqueu
                 .expect("feature listed");
             assert_eq!(f["drifted"], true, "{f}");
         }
+        assert!(
+            r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("retrain job")),
+            "{r}"
+        );
         // The retrain exists and covers this target.
         let id = r["retrain_job_id"].as_str().expect("retrain job id");
         let (status, retrain) = c.get(&format!("/api/v1/jobs/{id}")).await;
@@ -349,6 +361,35 @@ async fn monitoring_off_is_a_no_op_and_targets_without_models_say_so() {
                 .is_some_and(|m| m.contains("no production model"))
         );
     }
+    // With models and stored predictions on SQLite: the shared backend
+    // ends on 2026-11-01, so hardly any project started in the last 60
+    // days and the report says there is too little to judge.
+    env.train().await;
+    let ids = common::open_projects(&common::shared_backend(), 2).await;
+    let c = env.client();
+    let id = c.predict(&["risk"], &ids).await;
+    assert_eq!(c.wait_job(&id, 60).await["status"], "succeeded");
+    check(&env).await;
+    for r in fetch_reports(&env).await {
+        assert_eq!(r["status"], "insufficient_data", "{}", summary(&r));
+        assert_eq!(r["drift_detected"], false);
+        assert!(
+            r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("at least 20")),
+            "{r}"
+        );
+        assert_eq!(r["features"].as_array().map(Vec::len), Some(66));
+    }
+    let (status, metrics) = c.get("/api/v1/monitoring/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
+    let risk = metrics["models"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["target"] == "risk"))
+        .expect("risk")
+        .clone();
+    assert_eq!(risk["predictions"]["production_version"], 2, "{risk}");
+    assert!(risk["predictions"]["last_at"].is_string(), "{risk}");
     drop(env);
 
     let mut env = TestEnv::new(Mode::Scale).await;

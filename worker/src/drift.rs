@@ -70,6 +70,8 @@ pub async fn run(state: &WorkerState, job: &JobRow, d: &DriftJob) -> Result<Outc
         if let Some(id) = retrain_ids.get(&r.target) {
             r.retrain_job_id = Some(id.clone());
             r.report["retrain_job_id"] = json!(id);
+            let said = r.report["message"].as_str().unwrap_or("drift detected");
+            r.report["message"] = json!(format!("{said}; retrain job {id} enqueued"));
         }
         state.store.insert_drift_report(r).await?;
     }
