@@ -29,6 +29,71 @@ fn predict_one(target: &str) -> Value {
     }})
 }
 
+fn monitoring_drift() -> Value {
+    json!({
+        "get": {
+            "summary": "Latest drift report per target (or the last `history` of each)",
+            "security": [{"bearer": []}, {"apiKey": []}],
+            "parameters": [
+                {"name": "target", "in": "query", "required": false, "schema": {"$ref": "#/components/schemas/Target"}},
+                {"name": "history", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1}}
+            ],
+            "responses": {
+                "200": {"description": "reports, newest first within a target",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DriftReports"}}}},
+                "400": error_response("Unknown target, or `history` not an integer from 1 to 100"),
+                "401": error_response("Missing or wrong API key"),
+            }
+        },
+        "post": {
+            "summary": "Run a drift check now (deduplicated with one already waiting)",
+            "security": [{"bearer": []}, {"apiKey": []}],
+            "responses": {
+                "202": {"description": "new drift job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
+                "200": {"description": "a drift check is already queued or running; its id is returned",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
+                "401": error_response("Missing or wrong API key"),
+                "503": error_response("The ML store is unavailable"),
+            }
+        }
+    })
+}
+
+fn monitoring_metrics() -> Value {
+    json!({"get": {
+        "summary": "Per production model: hold-out metrics, realised metrics, thresholds, prediction counts, latest drift",
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "responses": {"200": {"description": "one entry per target"}, "401": error_response("Missing or wrong API key")}
+    }})
+}
+
+fn drift_reports_schema() -> Value {
+    json!({"type": "object", "required": ["reports"], "properties": {"reports": {"type": "array", "items": {
+    "type": "object",
+    "required": ["target", "checked_at", "drift_score", "drift_detected", "features", "realised", "retrain_job_id"],
+    "properties": {
+        "target": {"$ref": "#/components/schemas/Target"},
+        "checked_at": {"type": "string"},
+        "model_version": {"type": ["integer", "null"]},
+        "status": {"type": "string", "enum": ["checked", "insufficient_data", "no_production_model", "no_reference", "model_unavailable"]},
+        "message": {"type": ["string", "null"]},
+        "drift_score": {"type": ["number", "null"]},
+        "drift_detected": {"type": "boolean"},
+        "features": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "method": {"type": "string", "enum": ["psi", "jensen_shannon"]},
+            "score": {"type": "number"}, "threshold": {"type": "number"}, "p_value": {"type": "number"},
+            "drifted": {"type": "boolean"}}}},
+        "drifted_features": {"type": "array", "items": {"type": "string"}},
+        "prediction_drift": {"type": ["object", "null"]},
+        "realised": {"type": ["object", "null"], "properties": {
+            "projects": {"type": "integer"}, "metric": {"type": "string", "enum": ["mae", "accuracy"]},
+            "value": {"type": ["number", "null"]}, "holdout": {"type": ["number", "null"]},
+            "pairs": {"type": "array", "maxItems": 500, "items": {"type": "object", "properties": {
+                "project_id": {"type": "integer"}, "predicted": {}, "actual": {}}}}}},
+        "retrain_job_id": {"type": ["string", "null"]}
+    }}}}})
+}
+
 pub fn document() -> Value {
     let mut doc = base_document();
     if let (Some(paths), Value::Object(ops)) = (
@@ -122,6 +187,8 @@ fn base_document() -> Value {
                 "responses": {"200": {"description": "rolled back"}, "401": error_response("Missing or wrong API key"),
                     "404": error_response("Unknown target"), "409": error_response("Nothing to roll back to")}
             }},
+            "/api/v1/monitoring/drift": monitoring_drift(),
+            "/api/v1/monitoring/metrics": monitoring_metrics(),
         },
         "components": {
             "securitySchemes": {
@@ -144,6 +211,7 @@ fn base_document() -> Value {
                 "Accepted": {"type": "object", "required": ["job_id", "status", "status_url"], "properties": {
                     "job_id": {"type": "string"}, "status": {"type": "string"}, "kind": {"type": "string"},
                     "status_url": {"type": "string"}, "deduplicated": {"type": "boolean"}, "queue_error": {"type": "string"}}},
+                "DriftReports": drift_reports_schema(),
                 "Job": {"type": "object", "properties": {
                     "job_id": {"type": "string"}, "kind": {"type": "string", "enum": ["predict", "retrain", "drift", "maintenance"]},
                     "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "dead", "cancelled"]},

@@ -47,6 +47,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/jobs/{id}/retry"),
     ("post", "/api/v1/jobs/{id}/cancel"),
     ("get", "/api/v1/workers"),
+    ("get", "/api/v1/monitoring/drift"),
+    ("post", "/api/v1/monitoring/drift"),
+    ("get", "/api/v1/monitoring/metrics"),
 ];
 
 pub fn public() -> Router<AppState> {
@@ -454,7 +457,19 @@ async fn get_model_version(
         .get_model(target, version)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("{target} has no version {version}")))?;
-    Ok(Json(model_view(&m)))
+    let mut view = model_view(&m);
+    // A summary of the training reference drift checks use (the bins
+    // themselves are large; the drift report shows what matters).
+    view["drift_reference"] = match state.store.model_reference(target, version).await? {
+        Some(v) => match serde_json::from_value::<rpa_ml_shared::ml::drift::Reference>(v) {
+            Ok(r) => r.summary(),
+            Err(e) => json!({"error": format!("unreadable reference: {e}")}),
+        },
+        None => {
+            json!({"error": "this version was trained before training references were recorded; drift is not monitored for it"})
+        }
+    };
+    Ok(Json(view))
 }
 
 async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {

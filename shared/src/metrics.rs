@@ -257,7 +257,7 @@ pub fn render() -> String {
 }
 
 /// Sets the system series from the store: queue depth and age, every
-/// registered model's metrics. Series for rows that no longer exist (a
+/// registered model's metrics, the latest drift report per target. Series for rows that no longer exist (a
 /// pruned model version) disappear.
 pub async fn refresh_from_store(store: &Store) -> Result<(), StoreError> {
     let m = global();
@@ -325,6 +325,41 @@ pub async fn refresh_from_store(store: &Store) -> Result<(), StoreError> {
                     metric: metric.into(),
                 })
                 .set(v);
+        }
+    }
+
+    let reports = store.latest_drift_reports().await?;
+    m.model_realised.clear();
+    m.model_realised_projects.clear();
+    m.drift_score.clear();
+    m.drift_detected.clear();
+    for r in &reports {
+        let target = TargetLabels {
+            target: r.target.as_str().into(),
+        };
+        m.drift_checked
+            .get_or_create(&target)
+            .set(r.checked_at.timestamp());
+        if let Some(score) = r.drift_score {
+            m.drift_score.get_or_create(&target).set(score);
+            m.drift_detected
+                .get_or_create(&target)
+                .set(i64::from(r.drift_detected));
+        }
+        let realised = &r.report["realised"];
+        if let (Some(metric), Some(value)) = (
+            realised.get("metric").and_then(|v| v.as_str()),
+            realised.get("value").and_then(|v| v.as_f64()),
+        ) {
+            m.model_realised
+                .get_or_create(&TargetMetricLabels {
+                    target: r.target.as_str().into(),
+                    metric: metric.into(),
+                })
+                .set(value);
+        }
+        if let Some(n) = realised.get("projects").and_then(|v| v.as_i64()) {
+            m.model_realised_projects.get_or_create(&target).set(n);
         }
     }
     Ok(())

@@ -506,6 +506,18 @@ async fn run_retrain(
                 job_id: Some(job.id.clone()),
             })
             .await?;
+        // The training reference drift checks compare recent projects with;
+        // a version without one is still usable, only not monitored.
+        let (model_for, set_for) = (model.clone(), set.clone());
+        match tokio::task::spawn_blocking(move || ml::training_reference(&model_for, &set_for))
+            .await
+        {
+            Ok(reference) => match serde_json::to_value(&reference) {
+                Ok(v) => store.set_model_reference(target, row.version, &v).await?,
+                Err(e) => tracing::warn!(error = %e, "training reference not serialisable"),
+            },
+            Err(e) => tracing::warn!(error = %e, "training reference task failed"),
+        }
         let production = production_on_same_holdout(state, target, &set).await;
         let (stage, reason) = gate(&report, production);
         store

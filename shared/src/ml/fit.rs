@@ -1197,7 +1197,7 @@ pub(crate) fn fit_tree(s: &Split<'_>) -> TreeModel {
 
 /// Snapshots as the rows a model scores (the training data has no project
 /// identity or plan attached; scoring does not need them).
-fn feature_rows<'a>(rows: impl Iterator<Item = &'a Snapshot>) -> Vec<super::FeatureRow> {
+pub(crate) fn feature_rows<'a>(rows: impl Iterator<Item = &'a Snapshot>) -> Vec<super::FeatureRow> {
     rows.map(|r| super::FeatureRow {
         project_id: 0,
         as_of: crate::backend::time::day_start(r.cutoff),

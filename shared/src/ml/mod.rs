@@ -6,12 +6,14 @@
 
 mod artifact;
 mod boost;
+pub mod drift;
 mod features;
 mod fit;
 mod history;
 mod linear;
 mod metrics;
 mod model;
+mod monitor;
 mod snapshot;
 mod target;
 mod training;
@@ -25,6 +27,7 @@ pub use fit::{
     evaluate, train,
 };
 pub use model::{Contribution, Prediction, TrainedModel};
+pub use monitor::{Actual, MonitoringData, monitoring_data, prediction_scalar, training_reference};
 pub use snapshot::write_snapshot;
 pub use target::Target;
 pub use training::{TrainingSet, build_training_set};

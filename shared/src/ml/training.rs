@@ -37,6 +37,7 @@ impl RiskClass {
 #[derive(Debug, Clone)]
 pub(crate) struct ClosedProject {
     pub id: i64,
+    pub start: NaiveDate,
     pub end: NaiveDate,
     pub completed: bool,
     pub budget_variance: Option<f64>,
@@ -167,6 +168,64 @@ fn risk_class(cancelled: bool, slip: f64, variance: f64) -> RiskClass {
     }
 }
 
+/// A closed project's targets (DATA-CONTRACT.md), or `None` when it is not
+/// closed or its dates make it unusable (counted in `skips`). The one place
+/// targets are computed: training and realised performance both use it.
+pub(crate) fn closed_project(p: &ProjectHist, skips: &mut Skips) -> Option<ClosedProject> {
+    let closure = p.closure()?;
+    let (Some(start), Some(end)) = (p.start, p.actual_end) else {
+        if p.start.is_none() {
+            skips.bump("closed_without_start_date");
+        }
+        if p.actual_end.is_none() {
+            skips.bump("closed_without_actual_end_date");
+        }
+        return None;
+    };
+    if end <= start {
+        skips.bump(if end < start {
+            "closed_end_before_start"
+        } else {
+            "closed_zero_duration"
+        });
+        return None;
+    }
+    if (end - start).num_days() > MAX_PROJECT_DAYS {
+        // A typo'd year would otherwise turn one row into thousands of snapshots.
+        skips.bump("closed_implausible_duration");
+        return None;
+    }
+    let completed = closure == Closure::Completed;
+    let duration = (end - start).num_days() as f64;
+    let variance = p.budget.map(|b| (p.total_cost - b) / b);
+    let planned = p.planned_days().filter(|d| *d > 0.0);
+    let risk = match (variance, planned) {
+        (Some(var), Some(planned)) => {
+            Some(risk_class(!completed, (duration - planned) / planned, var))
+        }
+        _ => None,
+    };
+    if p.budget.is_none() {
+        skips.bump("closed_without_budget");
+    }
+    if p.budget.is_some() && planned.is_none() {
+        skips.bump("closed_without_planned_duration");
+    }
+    Some(ClosedProject {
+        id: p.id,
+        start,
+        end,
+        completed,
+        budget_variance: if completed { variance } else { None },
+        risk,
+        overrun: match (completed, variance, planned) {
+            (true, Some(var), Some(planned)) => Some(((duration - planned) / planned).max(var)),
+            _ => None,
+        },
+        holdout: false,
+    })
+}
+
 pub(crate) fn from_histories(histories: &[ProjectHist], mut skips: Skips) -> TrainingSet {
     let teams = TeamRecords::from_projects(histories);
     let mut ordered: Vec<&ProjectHist> = histories.iter().collect();
@@ -175,60 +234,12 @@ pub(crate) fn from_histories(histories: &[ProjectHist], mut skips: Skips) -> Tra
     let mut projects = Vec::new();
     let mut rows = Vec::new();
     for p in ordered {
-        let Some(closure) = p.closure() else {
+        let Some(closed) = closed_project(p, &mut skips) else {
             continue;
         };
-        let (Some(start), Some(end)) = (p.start, p.actual_end) else {
-            if p.start.is_none() {
-                skips.bump("closed_without_start_date");
-            }
-            if p.actual_end.is_none() {
-                skips.bump("closed_without_actual_end_date");
-            }
-            continue;
-        };
-        if end <= start {
-            skips.bump(if end < start {
-                "closed_end_before_start"
-            } else {
-                "closed_zero_duration"
-            });
-            continue;
-        }
-        if (end - start).num_days() > MAX_PROJECT_DAYS {
-            // A typo'd year would otherwise turn one row into thousands of snapshots.
-            skips.bump("closed_implausible_duration");
-            continue;
-        }
-        let completed = closure == Closure::Completed;
-        let duration = (end - start).num_days() as f64;
-        let variance = p.budget.map(|b| (p.total_cost - b) / b);
-        let planned = p.planned_days().filter(|d| *d > 0.0);
-        let risk = match (variance, planned) {
-            (Some(var), Some(planned)) => {
-                Some(risk_class(!completed, (duration - planned) / planned, var))
-            }
-            _ => None,
-        };
-        if p.budget.is_none() {
-            skips.bump("closed_without_budget");
-        }
-        if p.budget.is_some() && planned.is_none() {
-            skips.bump("closed_without_planned_duration");
-        }
+        let (start, end) = (closed.start, closed.end);
         let index = projects.len();
-        projects.push(ClosedProject {
-            id: p.id,
-            end,
-            completed,
-            budget_variance: if completed { variance } else { None },
-            risk,
-            overrun: match (completed, variance, planned) {
-                (true, Some(var), Some(planned)) => Some(((duration - planned) / planned).max(var)),
-                _ => None,
-            },
-            holdout: false,
-        });
+        projects.push(closed);
 
         let mut rng = ChaCha8Rng::seed_from_u64(AUGMENT_SEED ^ (p.id as u64));
         let mut k = 0;

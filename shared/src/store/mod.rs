@@ -401,8 +401,26 @@ impl Store {
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await,
+            // PostgreSQL migrations hold an advisory lock, so processes
+            // starting together take turns.
             Store::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await,
+            // SQLite has no such lock: two processes starting on one file
+            // (api and worker of the embedded setup) can both try the same
+            // migration, and the later one fails on what the earlier one
+            // just did. Running again then finds it recorded and goes on.
+            Store::Sqlite(p) => {
+                let mut attempt = 0;
+                loop {
+                    match SQLITE_MIGRATIONS.run(p).await {
+                        Err(e) if attempt < 10 => {
+                            attempt += 1;
+                            tracing::debug!(error = %e, attempt, "SQLite migration raced another process; again");
+                            tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                        }
+                        other => break other,
+                    }
+                }
+            }
         }
         .map_err(|e| StoreError::Migrate(e.to_string()))
     }
@@ -1112,6 +1130,7 @@ mod drift;
 mod maintenance;
 mod ops;
 
+pub use drift::{DriftReportRow, PredictionCount, StoredPrediction};
 pub use maintenance::{Purged, RetentionCutoffs};
 pub use ops::{CancelOutcome, JobFilter, OpsJob, QueueCounts, RetryOutcome};
 

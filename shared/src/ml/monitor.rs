@@ -1,0 +1,163 @@
+//! What the `drift` job needs from the ML side: a model's training
+//! reference (built at fit time), the window of recent projects' features,
+//! and the actual outcomes of closed projects.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+
+use super::drift::Reference;
+use super::features::{FEATURE_SET_VERSION, FeatureRow, compute, feature_names};
+use super::fit::feature_rows;
+use super::history::{self, Skips, TeamRecords};
+use super::training::{RiskClass, TrainingSet, closed_project};
+use super::{Prediction, Target, TrainedModel};
+use crate::backend::time::day_start;
+use crate::backend::{BackendDb, BackendError, Scope};
+
+/// The number the prediction-drift check compares: days remaining for
+/// completion time (what the model predicts; the elapsed part is known),
+/// the variance ratio, or the risk class index.
+pub fn prediction_scalar(target: Target, p: &Prediction) -> Option<f64> {
+    match target {
+        Target::CompletionTime => p.days_remaining,
+        Target::BudgetVariance => p.value,
+        Target::Risk => p
+            .class
+            .as_deref()
+            .and_then(|c| RiskClass::NAMES.iter().position(|n| *n == c))
+            .map(|i| i as f64),
+    }
+}
+
+fn categories(target: Target) -> Option<Vec<f64>> {
+    (target == Target::Risk).then(|| (0..RiskClass::NAMES.len()).map(|i| i as f64).collect())
+}
+
+/// Features that follow the calendar, not the population: a team's track
+/// record only grows, so projects starting today always show more prior
+/// projects than training projects did at their start.
+pub const CALENDAR_FEATURES: [&str; 4] = [
+    "team_prior_projects_log",
+    "team_prior_slip",
+    "team_prior_cancel_rate",
+    "team_prior_missing",
+];
+
+/// The training reference of `model`, on the planning view: binned
+/// features of its training projects as of their start (the start
+/// snapshots, hold-out excluded: one row per project) and the distribution
+/// of its predictions on them.
+///
+/// Why the start and not every snapshot: projects still open today are a
+/// different cross-section from snapshots of closed projects (the long
+/// ones have not closed yet), so progress features would differ on a
+/// perfectly stable backend. As of its start, a project seen today and a
+/// training project are observed the same way.
+pub fn training_reference(model: &TrainedModel, set: &TrainingSet) -> Reference {
+    let target = model.target();
+    let rows: Vec<_> = set
+        .rows
+        .iter()
+        .filter(|r| {
+            let p = &set.projects[r.project];
+            r.at_start && !p.holdout && set.defined(target, p)
+        })
+        .collect();
+    let values: Vec<Vec<f64>> = rows.iter().map(|r| r.values.clone()).collect();
+    let preds: Vec<f64> = model
+        .predict_many(&feature_rows(rows.iter().copied()))
+        .iter()
+        .filter_map(|p| prediction_scalar(target, p))
+        .collect();
+    Reference::build(
+        FEATURE_SET_VERSION,
+        &feature_names(),
+        &CALENDAR_FEATURES,
+        &values,
+        &preds,
+        categories(target),
+    )
+}
+
+/// A closed project's actual outcome for one target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Actual {
+    pub end: NaiveDate,
+    /// Total days, variance ratio, or class index (see `class`).
+    pub value: f64,
+    pub class: Option<&'static str>,
+}
+
+/// The window of recent projects and the outcomes known today.
+#[derive(Debug, Clone, Default)]
+pub struct MonitoringData {
+    /// One row per project started in the window, as of its start, in id order.
+    pub window: Vec<FeatureRow>,
+    pub actuals: BTreeMap<Target, HashMap<i64, Actual>>,
+    pub skipped: BTreeMap<String, u64>,
+}
+
+/// The projects that started in the `window_days` before `now` (whatever
+/// their status now), each observed as of its start like a training start
+/// snapshot (see `training_reference`), and the actual outcomes of every
+/// closed project.
+pub async fn monitoring_data(
+    db: &BackendDb,
+    now: DateTime<Utc>,
+    window_days: u32,
+) -> Result<MonitoringData, BackendError> {
+    let loaded = history::load(db, Scope::All).await?;
+    let out = tokio::task::spawn_blocking(move || {
+        let mut skips = loaded.skips;
+        let teams = TeamRecords::from_projects(&loaded.projects);
+        let window_start = now - Duration::days(i64::from(window_days));
+        let mut ordered: Vec<&history::ProjectHist> = loaded.projects.iter().collect();
+        ordered.sort_by_key(|p| p.id);
+        let mut out = MonitoringData::default();
+        for p in ordered {
+            match p.start.map(day_start) {
+                Some(s) if s >= window_start && s < now => {
+                    out.window.push(compute(p, &teams, s, &mut skips));
+                }
+                Some(_) => {}
+                None => skips.bump("project_without_start_date"),
+            }
+            let mut ignored = Skips::default();
+            if let Some(c) = closed_project(p, &mut ignored) {
+                let mut put = |t: Target, value: f64, class: Option<&'static str>| {
+                    out.actuals.entry(t).or_default().insert(
+                        c.id,
+                        Actual {
+                            end: c.end,
+                            value,
+                            class,
+                        },
+                    );
+                };
+                if c.completed {
+                    put(
+                        Target::CompletionTime,
+                        (c.end - c.start).num_days() as f64,
+                        None,
+                    );
+                }
+                if let Some(v) = c.budget_variance {
+                    put(Target::BudgetVariance, v, None);
+                }
+                if let Some(r) = c.risk {
+                    put(
+                        Target::Risk,
+                        r as usize as f64,
+                        Some(RiskClass::NAMES[r as usize]),
+                    );
+                }
+            }
+        }
+        out.skipped = skips.0;
+        out
+    })
+    .await
+    .map_err(|e| BackendError::Query(format!("monitoring task failed: {e}")))?;
+    Ok(out)
+}
