@@ -16,6 +16,9 @@ export REDIS_TEST_URL="${REDIS_TEST_URL:-redis://127.0.0.1:6379}"
 bash scripts/mlflow.sh || echo "mlflow could not be installed; the MLflow export test will be skipped"
 export RPA_ML_MLFLOW="${RPA_ML_MLFLOW:-/var/tmp/rpa-ml-mlflow/bin/mlflow}"
 
+# The compose and Kubernetes files against their schemas.
+bash scripts/validate-deploy.sh
+
 log="$(mktemp)"
 set +e
 cargo test --locked --workspace -- --test-threads="${TEST_THREADS:-4}" "$@" 2>&1 | tee "$log"

@@ -37,7 +37,7 @@ fn invalid(var: &'static str, message: impl Into<String>) -> ConfigError {
 
 /// Every variable [`Config`] reads. Kept in one list so `.env.example` can be
 /// checked against it and a non-UTF-8 value can be reported by name.
-const KNOWN_VARS: &[&str] = &[
+pub const KNOWN_VARS: &[&str] = &[
     "ML_API_HOST",
     "ML_API_PORT",
     "DEBUG",

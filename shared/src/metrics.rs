@@ -95,6 +95,8 @@ pub struct TargetLabels {
 
 pub struct Metrics {
     registry: Registry,
+    /// Family names as registered, without the `rpa_ml_` prefix.
+    names: Vec<&'static str>,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Family<RouteLabels, Histogram>,
     pub jobs_finished: Family<JobLabels, Counter>,
@@ -151,94 +153,107 @@ impl Metrics {
             drift_detected: Family::default(),
             drift_checked: Family::default(),
             registry: Registry::default(),
+            names: Vec::new(),
         };
-        let r = &mut registry;
-        r.register(
+        let mut names = Vec::new();
+        // Registers a family and remembers its exposed name (counters gain
+        // `_total`), so the dashboard test can check what it queries.
+        macro_rules! reg {
+            ($name:expr, $help:expr, $metric:expr $(,)?) => {{
+                names.push($name);
+                registry.register($name, $help, $metric);
+            }};
+        }
+        reg!(
             "http_requests",
             "HTTP requests by method, route and status",
             m.http_requests.clone(),
         );
-        r.register(
+        reg!(
             "http_request_duration_seconds",
             "HTTP request latency by method and route",
             m.http_duration.clone(),
         );
-        r.register(
+        reg!(
             "jobs_finished",
             "Jobs this process finished, by kind and final state (a retried attempt counts as state=retry)",
             m.jobs_finished.clone(),
         );
-        r.register(
+        reg!(
             "job_duration_seconds",
             "Run time of a job attempt, claim to outcome, by kind and outcome",
             m.job_duration.clone(),
         );
-        r.register(
+        reg!(
             "job_wait_seconds",
             "Time from a job being due to a worker claiming it, by kind",
             m.job_wait.clone(),
         );
-        r.register(
+        reg!(
             "predictions",
             "Per-project predictions made, by target and outcome",
             m.predictions.clone(),
         );
-        r.register(
+        reg!(
             "queue_jobs",
             "Jobs in the jobs table by queue and state (waiting = due now, scheduled = later)",
             m.queue_jobs.clone(),
         );
-        r.register(
+        reg!(
             "queue_oldest_waiting_seconds",
             "Age of the longest-waiting due job per queue (0 when none waits)",
             m.queue_oldest_waiting.clone(),
         );
-        r.register(
+        reg!(
             "queue_finished_5m",
             "Jobs that ended in the last 5 minutes per queue",
             m.queue_finished_5m.clone(),
         );
-        r.register(
+        reg!(
             "model_holdout",
             "Hold-out metric of each registered model version",
             m.model_holdout.clone(),
         );
-        r.register(
+        reg!(
             "model_baseline",
             "The better baseline's metric on the same hold-out rows",
             m.model_baseline.clone(),
         );
-        r.register(
+        reg!(
             "model_threshold",
             "The gate each target's model must pass",
             m.model_threshold.clone(),
         );
-        r.register(
+        reg!(
             "model_realised",
             "Realised metric of the production model on projects that closed after being scored (latest drift check)",
             m.model_realised.clone(),
         );
-        r.register(
+        reg!(
             "model_realised_projects",
             "Projects the realised metric was measured on",
             m.model_realised_projects.clone(),
         );
-        r.register(
+        reg!(
             "drift_score",
             "Latest drift score per target",
             m.drift_score.clone(),
         );
-        r.register(
+        reg!(
             "drift_detected",
             "1 when the latest drift check found drift for the target",
             m.drift_detected.clone(),
         );
-        r.register(
+        reg!(
             "drift_checked_timestamp_seconds",
             "When the target was last checked for drift (Unix time)",
             m.drift_checked.clone(),
         );
-        Metrics { registry, ..m }
+        Metrics {
+            registry,
+            names,
+            ..m
+        }
     }
 }
 
@@ -246,6 +261,17 @@ impl Metrics {
 pub fn global() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
+}
+
+/// Every family this process can export, as Prometheus names it
+/// (`rpa_ml_` prefix; histograms add `_bucket`, `_sum`, `_count` and
+/// counters `_total` to these).
+pub fn family_names() -> Vec<String> {
+    global()
+        .names
+        .iter()
+        .map(|n| format!("rpa_ml_{n}"))
+        .collect()
 }
 
 /// The registry in the OpenMetrics text format.
