@@ -111,3 +111,60 @@ async fn api_and_worker_expose_jobs_http_and_queue_series_without_worker_labels(
     assert!(api.contains("route=\"unmatched\""), "{api}");
     assert!(!api.contains("nothing-here"), "{api}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_id_follows_a_prediction_into_the_workers_json_logs() {
+    let mut env = TestEnv::new(Mode::Scale).await;
+    let json_logs = [("LOG_FORMAT", "json"), ("LOG_LEVEL", "info")];
+    env.spawn("api", &["api"], &json_logs);
+    env.wait_ready().await;
+    env.spawn(
+        "worker",
+        &["worker", "--queues", "predict", "--concurrency", "1"],
+        &json_logs,
+    );
+    let ids = open_projects(&shared_backend(), 1).await;
+    // The caller's own request id is kept (and answered back).
+    let rid = format!("trace-{}", ulid::Ulid::new());
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/predict", env.base()))
+        .bearer_auth(common::KEY)
+        .header("x-request-id", &rid)
+        .json(&serde_json::json!({"targets": ["risk"], "project_ids": ids}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(
+        r.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some(rid.as_str())
+    );
+    let body: serde_json::Value = r.json().await.expect("json");
+    let job = body["job_id"].as_str().expect("job id").to_string();
+    env.client().wait_job(&job, 30).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let worker_log = std::fs::read_to_string(env.dir.join("worker.log")).expect("worker log");
+    let lines: Vec<serde_json::Value> = worker_log
+        .lines()
+        .filter(|l| l.contains(&job))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        !lines.is_empty(),
+        "no worker line for the job\n{worker_log}"
+    );
+    assert!(
+        lines.iter().all(|l| l.to_string().contains(&rid)),
+        "every worker line of the job carries the request id {rid}\n{worker_log}"
+    );
+    let api_log = std::fs::read_to_string(env.dir.join("api.log")).expect("api log");
+    assert!(
+        api_log
+            .lines()
+            .any(|l| l.contains(&rid) && l.contains(&job) && l.contains("job accepted")),
+        "the api logs the accepted job with the request id\n{api_log}"
+    );
+}

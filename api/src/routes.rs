@@ -340,6 +340,9 @@ pub async fn enqueue(
         )
         .await?;
     let job = &submitted.job;
+    // Inside the request's span: this line carries the request id that the
+    // worker's lines for the job carry too.
+    tracing::info!(job.id = %job.id, job.kind = %job.kind, created = submitted.created, "job accepted");
     let status_url = format!("/api/v1/jobs/{}", job.id);
     let mut body = json!({
         "job_id": job.id,
