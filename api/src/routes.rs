@@ -482,10 +482,16 @@ async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
         .map(|t| (t.to_string(), Vec::new()))
         .collect();
     for m in models {
+        let mut view = model_view(&m);
+        // The hold-out pairs are for one version's chart
+        // (`/versions/{v}`), not for every poll of the list.
+        if let Some(metrics) = view["metrics"].as_object_mut() {
+            metrics.remove("holdout_pairs");
+        }
         by_target
             .entry(m.target.to_string())
             .or_default()
-            .push(model_view(&m));
+            .push(view);
     }
     let targets: serde_json::Map<String, Value> = by_target
         .into_iter()

@@ -193,8 +193,34 @@ function renderModels(data) {
     parts.push(table(["version", "stage", "learner", "metric", { label: "hold-out", num: 1 },
       { label: "baseline", num: 1 }, { label: "threshold", num: 1 }, "gate",
       { label: "vs baseline", num: 1 }, "created", "reason"], rows));
+    if (t.production_version !== null) {
+      const holder = el("div", { class: "chart", id: `holdout-${target}` }, el("p", { class: "muted" }, "loading hold-out chart…"));
+      parts.push(holder);
+      holdoutChart(target, t.production_version).then(chart => {
+        const now = document.getElementById(`holdout-${target}`);
+        if (now) now.replaceChildren(...chart);
+      });
+    }
   }
   replace("models", ...parts);
+}
+
+// The production version's hold-out pairs (projects closed most recently,
+// never trained on), fetched once per version.
+const holdoutCache = new Map();
+async function holdoutChart(target, version) {
+  const key = `${target}/${version}`;
+  if (!holdoutCache.has(key)) {
+    holdoutCache.set(key, api(`/api/v1/models/${target}/versions/${version}`)
+      .then(r => (r.status === 200 && r.body.metrics && r.body.metrics.holdout_pairs) || [])
+      .catch(() => []));
+  }
+  const pairs = await holdoutCache.get(key);
+  const caption = el("p", { class: "muted" },
+    `production v${version}: predicted vs actual on ${pairs.length} hold-out rows (the most recently closed projects, never trained on)`);
+  if (!pairs.length) return [el("p", { class: "muted" }, "no hold-out pairs recorded for this version")];
+  const chart = target === "risk" ? confusion(pairs) : scatter(pairs, `${target}: predicted vs actual on the hold-out`);
+  return [caption, chart];
 }
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -252,11 +278,17 @@ function renderDrift(status, body) {
     parts.push(el("h3", {}, `${r.target} — checked ${ago(r.checked_at)}: drift score ${num(r.drift_score, 3)} `,
       r.drift_detected ? el("span", { class: "error" }, "drift detected") : el("span", { class: "ok" }, "no drift"),
       r.retrain_job_id ? ` (retrain job ${r.retrain_job_id})` : ""));
-    const feats = (r.features || []).map(f => el("tr", {},
+    // Drifted features first, then the largest distances; the rest are
+    // counted, not listed (a report compares every feature).
+    const all = (r.features || []).slice()
+      .sort((a, b) => (b.drifted - a.drifted) || (Number(b.score) - Number(a.score)));
+    const shown = all.slice(0, Math.max(10, all.filter(f => f.drifted).length));
+    const feats = shown.map(f => el("tr", {},
       el("td", {}, f.name), el("td", {}, f.method), el("td", { class: "num" }, num(f.score, 4)),
       el("td", {}, f.drifted ? el("span", { class: "error" }, "drifted") : "–")));
     const block = [];
-    if (feats.length) block.push(el("div", {}, table(["feature", "method", { label: "score", num: 1 }, ""], feats)));
+    if (feats.length) block.push(el("div", {}, table(["feature", "method", { label: "score", num: 1 }, ""], feats),
+      all.length > shown.length ? el("p", { class: "muted" }, `${all.length - shown.length} more features compared, none drifted`) : ""));
     const z = r.realised;
     if (z) {
       const pairs = Array.isArray(z.pairs) ? z.pairs : [];

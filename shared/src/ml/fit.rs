@@ -193,6 +193,11 @@ pub struct TrainReport {
     pub macro_f1: Option<f64>,
     #[serde(default)]
     pub class_frequencies: Option<ClassFrequencies>,
+    /// Up to [`HOLDOUT_PAIRS`] hold-out rows, evenly spaced:
+    /// `{"project_id", "predicted", "actual"}` in the target's units (class
+    /// names for risk), for a predicted-vs-actual chart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holdout_pairs: Vec<serde_json::Value>,
     /// The metric over the held-out start snapshots alone (the planning view).
     pub start_snapshot_holdout: Option<f64>,
     #[serde(default)]
@@ -939,6 +944,37 @@ enum FoldScores {
     },
 }
 
+/// Hold-out rows kept in a report for the predicted-vs-actual chart.
+pub const HOLDOUT_PAIRS: usize = 300;
+
+/// Evenly spaced (predicted, actual) pairs of the hold-out rows.
+fn holdout_pairs(
+    target: Target,
+    set: &TrainingSet,
+    s: &Split<'_>,
+    pred: &[f64],
+) -> Vec<serde_json::Value> {
+    let n = s.eval.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let step = n.div_ceil(HOLDOUT_PAIRS).max(1);
+    let shown = |v: f64| match target {
+        Target::Risk => serde_json::json!(RiskClass::NAMES[(v as usize).min(2)]),
+        _ => serde_json::json!(v),
+    };
+    (0..n)
+        .step_by(step)
+        .map(|i| {
+            serde_json::json!({
+                "project_id": set.projects[s.eval[i].project].id,
+                "predicted": shown(pred[i]),
+                "actual": shown(s.eval_y[i]),
+            })
+        })
+        .collect()
+}
+
 /// Hold-out figures of `model` and of the baselines on the same rows.
 fn report(
     target: Target,
@@ -1083,6 +1119,7 @@ fn report(
         interval_mean_width: widths,
         macro_f1: macro_f1_v,
         class_frequencies: freqs,
+        holdout_pairs: holdout_pairs(target, set, s, &pred),
         start_snapshot_holdout: start_metric.is_finite().then_some(start_metric),
         feature_set_version: FEATURE_SET_VERSION.to_string(),
         skipped: set.skipped.clone(),
