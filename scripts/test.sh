@@ -21,7 +21,7 @@ bash scripts/validate-deploy.sh
 
 log="$(mktemp)"
 set +e
-cargo test --locked --workspace -- --test-threads="${TEST_THREADS:-4}" "$@" 2>&1 | tee "$log"
+cargo test --locked --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole run (cargo ends on its doc-test binary).

@@ -160,7 +160,13 @@ async fn rejected_requests_get_the_right_status_and_write_nothing() {
         .insert("MAX_PROJECTS_PER_REQUEST".into(), "100".into());
     env.spawn("api", &["api"], &[]);
     env.wait_ready().await;
-    let http = reqwest::Client::new();
+    // A fresh connection per request: the server answers an oversized body
+    // (413) without reading it and closes the connection, and a pooled
+    // client that reused that connection would see it cut mid-request.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
     let url = format!("{}/api/v1/predict", env.base());
     let ids = open_projects(&shared_backend(), 1).await;
 

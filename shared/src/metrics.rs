@@ -89,6 +89,14 @@ pub struct TargetMetricLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RealisedLabels {
+    pub target: String,
+    /// The production version the realised figure was measured for.
+    pub version: String,
+    pub metric: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetLabels {
     pub target: String,
 }
@@ -110,7 +118,7 @@ pub struct Metrics {
     pub model_holdout: Family<ModelLabels, FloatGauge>,
     pub model_baseline: Family<ModelLabels, FloatGauge>,
     pub model_threshold: Family<TargetMetricLabels, FloatGauge>,
-    pub model_realised: Family<TargetMetricLabels, FloatGauge>,
+    pub model_realised: Family<RealisedLabels, FloatGauge>,
     pub model_realised_projects: Family<TargetLabels, Gauge>,
     pub drift_score: Family<TargetLabels, FloatGauge>,
     pub drift_detected: Family<TargetLabels, Gauge>,
@@ -378,8 +386,9 @@ pub async fn refresh_from_store(store: &Store) -> Result<(), StoreError> {
             realised.get("value").and_then(|v| v.as_f64()),
         ) {
             m.model_realised
-                .get_or_create(&TargetMetricLabels {
+                .get_or_create(&RealisedLabels {
                     target: r.target.as_str().into(),
+                    version: r.model_version.map(|v| v.to_string()).unwrap_or_default(),
                     metric: metric.into(),
                 })
                 .set(value);
