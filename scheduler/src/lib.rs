@@ -29,6 +29,7 @@ use rpa_ml_shared::ml::Target;
 use rpa_ml_shared::queue::Queue;
 use rpa_ml_shared::store::Store;
 use rpa_ml_shared::submit::submit;
+use rpa_ml_shared::telemetry::hostname;
 
 /// A tick whose enqueue failed (store or queue down) is tried again this often.
 const RETRY_EVERY: Duration = Duration::from_secs(5);
@@ -246,18 +247,6 @@ fn missed_tick(
 fn parse(var: &str, expr: &str) -> anyhow::Result<Schedule> {
     Schedule::from_str(expr)
         .map_err(|e| anyhow::anyhow!("{var}: invalid cron expression {expr:?}: {e}"))
-}
-
-fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
-        .unwrap_or_else(|| "scheduler".into())
 }
 
 #[cfg(test)]

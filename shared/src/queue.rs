@@ -246,10 +246,7 @@ impl Queue {
         match self {
             Queue::Redis(r) => {
                 let mut conn = r.conn.clone();
-                let workers: Vec<String> = conn
-                    .zrange(format!("{name}:workers"), 0, -1)
-                    .await
-                    .map_err(redis_err)?;
+                let workers = queue_workers(&mut conn, &name).await?;
                 let mut pipe = redis::pipe();
                 pipe.zscore(format!("{name}:scheduled"), task_id);
                 pipe.cmd("LPOS").arg(format!("{name}:active")).arg(task_id);
@@ -391,6 +388,17 @@ pub fn new_task_id() -> String {
     ulid::Ulid::new().to_string()
 }
 
-fn redis_err(e: redis::RedisError) -> QueueError {
+pub(crate) fn redis_err(e: redis::RedisError) -> QueueError {
     QueueError::Unreachable(e.to_string())
+}
+
+/// The apalis workers registered on a Redis queue (each keeps its in-flight
+/// messages in `{queue}:inflight:{worker}`).
+pub(crate) async fn queue_workers(
+    conn: &mut redis::aio::ConnectionManager,
+    name: &str,
+) -> Result<Vec<String>, QueueError> {
+    conn.zrange(format!("{name}:workers"), 0, -1)
+        .await
+        .map_err(redis_err)
 }

@@ -4,10 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use redis::AsyncCommands;
-
 use crate::jobs::QueueName;
-use crate::queue::{Queue, QueueError};
+use crate::queue::{Queue, QueueError, redis_err};
 
 impl Queue {
     /// Message counts on the transport for `queue`, by where apalis keeps
@@ -23,10 +21,7 @@ impl Queue {
         match self {
             Queue::Redis(r) => {
                 let mut conn = r.conn.clone();
-                let workers: Vec<String> = conn
-                    .zrange(format!("{name}:workers"), 0, -1)
-                    .await
-                    .map_err(redis_err)?;
+                let workers = crate::queue::queue_workers(&mut conn, &name).await?;
                 let mut pipe = redis::pipe();
                 pipe.llen(format!("{name}:active"))
                     .zcard(format!("{name}:scheduled"))
@@ -65,8 +60,4 @@ impl Queue {
         }
         Ok(out)
     }
-}
-
-fn redis_err(e: redis::RedisError) -> QueueError {
-    QueueError::Unreachable(e.to_string())
 }

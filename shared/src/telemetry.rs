@@ -51,6 +51,21 @@ pub fn init_for_tests() {
         .try_init();
 }
 
+/// This host's name: `HOSTNAME`, else `/etc/hostname`, else "localhost".
+/// Names workers and schedulers in the roster and in tick claims.
+pub fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
