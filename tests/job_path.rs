@@ -100,13 +100,7 @@ async fn submit_poll_result_each_target_on_redis_and_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_poll_result_on_the_embedded_default() {
     let mut env = TestEnv::new(Mode::Embedded).await;
-    let port = env.port.to_string();
-    let data = env.dir.join("data").display().to_string();
-    env.spawn(
-        "standalone",
-        &["standalone", "--port", &port, "--data-dir", &data],
-        &[],
-    );
+    env.spawn_standalone();
     env.wait_ready().await;
     let c = env.client();
     // Standalone trains the first models by itself.

@@ -10,18 +10,6 @@ use std::time::{Duration, Instant};
 use common::{KEY, Mode, TestEnv, open_projects, shared_backend};
 use serde_json::{Value, json};
 
-async fn post_empty(c: &common::Api, path: &str) -> (u16, Value) {
-    let r = c
-        .http
-        .post(format!("{}{path}", c.base))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .expect("request");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["error"]["code"], want_code, "{body}");
@@ -152,7 +140,9 @@ async fn listing_paging_counts_bad_input_and_cancel_of_queued_jobs() {
     assert!(queue(&queues, "maintenance")["oldest_waiting_age_s"].is_null());
 
     // Actions on jobs in the wrong state or that do not exist.
-    let (s, body) = post_empty(&c, &format!("/api/v1/jobs/{}/retry", predicts[0])).await;
+    let (s, body) = c
+        .post_empty(&format!("/api/v1/jobs/{}/retry", predicts[0]))
+        .await;
     assert_error(s, &body, 409, "invalid_job_state");
     assert!(
         body["error"]["message"]
@@ -162,19 +152,21 @@ async fn listing_paging_counts_bad_input_and_cancel_of_queued_jobs() {
     );
     let missing = ulid::Ulid::new().to_string();
     for action in ["retry", "cancel"] {
-        let (s, body) = post_empty(&c, &format!("/api/v1/jobs/{missing}/{action}")).await;
+        let (s, body) = c
+            .post_empty(&format!("/api/v1/jobs/{missing}/{action}"))
+            .await;
         assert_error(s, &body, 404, "not_found");
-        let (s, body) = post_empty(&c, &format!("/api/v1/jobs/nope/{action}")).await;
+        let (s, body) = c.post_empty(&format!("/api/v1/jobs/nope/{action}")).await;
         assert_error(s, &body, 404, "not_found");
     }
 
     // Cancel two queued jobs; they must never run once a worker comes.
     let cancelled = [predicts[3].clone(), predicts[7].clone()];
     for id in &cancelled {
-        let (s, body) = post_empty(&c, &format!("/api/v1/jobs/{id}/cancel")).await;
+        let (s, body) = c.post_empty(&format!("/api/v1/jobs/{id}/cancel")).await;
         assert_eq!(s, 200, "{body}");
         assert_eq!(body["status"], "cancelled", "{body}");
-        let (s, body) = post_empty(&c, &format!("/api/v1/jobs/{id}/cancel")).await;
+        let (s, body) = c.post_empty(&format!("/api/v1/jobs/{id}/cancel")).await;
         assert_error(s, &body, 409, "invalid_job_state");
         assert!(
             body["error"]["message"]
@@ -244,7 +236,7 @@ async fn a_dead_job_is_retried_under_the_same_id_with_its_history() {
 
     let (s, _) = c.get("/api/v1/jobs?state=dead").await;
     assert_eq!(s, 200);
-    let (s, body) = post_empty(&c, &format!("/api/v1/jobs/{id}/retry")).await;
+    let (s, body) = c.post_empty(&format!("/api/v1/jobs/{id}/retry")).await;
     assert_eq!(s, 202, "{body}");
     assert_eq!(body["job_id"], id.as_str(), "same id");
     assert_eq!(body["status"], "queued", "{body}");
@@ -276,12 +268,12 @@ async fn a_dead_job_is_retried_under_the_same_id_with_its_history() {
     assert_eq!(page["jobs"][0]["retries"], 1, "{page}");
 
     // A failed job can be retried too, and the count goes on.
-    let (s, body) = post_empty(&c, &format!("/api/v1/jobs/{id}/retry")).await;
+    let (s, body) = c.post_empty(&format!("/api/v1/jobs/{id}/retry")).await;
     assert_eq!(s, 202, "{body}");
     assert_eq!(body["retries"], 2, "{body}");
     let job = c.wait_job(&id, 60).await;
     assert_eq!(job["status"], "failed", "{job}");
-    let (s, body) = post_empty(&c, &format!("/api/v1/jobs/{id}/cancel")).await;
+    let (s, body) = c.post_empty(&format!("/api/v1/jobs/{id}/cancel")).await;
     assert_error(s, &body, 409, "invalid_job_state");
 }
 
@@ -303,12 +295,12 @@ async fn a_running_job_stops_at_its_next_checkpoint() {
     let (_, queues) = c.get("/api/v1/queues").await;
     assert_eq!(queue(&queues, "predict")["running"], 1, "{queues}");
 
-    let (s, body) = post_empty(&c, &format!("/api/v1/jobs/{id}/cancel")).await;
+    let (s, body) = c.post_empty(&format!("/api/v1/jobs/{id}/cancel")).await;
     assert_eq!(s, 202, "{body}");
     assert_eq!(body["status"], "running", "{body}");
     assert!(body["cancel_requested_at"].is_string(), "{body}");
     // Asking twice is harmless.
-    let (s, _) = post_empty(&c, &format!("/api/v1/jobs/{id}/cancel")).await;
+    let (s, _) = c.post_empty(&format!("/api/v1/jobs/{id}/cancel")).await;
     assert_eq!(s, 202);
 
     let job = c.wait_job(&id, 30).await;
@@ -326,20 +318,14 @@ async fn a_running_job_stops_at_its_next_checkpoint() {
         0,
         "a cancelled job stores no answers"
     );
-    let (s, body) = post_empty(&c, &format!("/api/v1/jobs/{id}/retry")).await;
+    let (s, body) = c.post_empty(&format!("/api/v1/jobs/{id}/retry")).await;
     assert_error(s, &body, 409, "invalid_job_state");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ops_api_and_page_on_the_embedded_default() {
     let mut env = TestEnv::new(Mode::Embedded).await;
-    let port = env.port.to_string();
-    let data = env.dir.join("data").display().to_string();
-    env.spawn(
-        "standalone",
-        &["standalone", "--port", &port, "--data-dir", &data],
-        &[],
-    );
+    env.spawn_standalone();
     env.wait_ready().await;
     let c = env.client();
 
@@ -404,7 +390,7 @@ async fn ops_api_and_page_on_the_embedded_default() {
         .collect();
     assert!(listed.contains(id.as_str()) && listed.contains(retrain.as_str()));
 
-    let (s, body) = post_empty(&c, &format!("/api/v1/jobs/{id}/retry")).await;
+    let (s, body) = c.post_empty(&format!("/api/v1/jobs/{id}/retry")).await;
     assert_error(s, &body, 409, "invalid_job_state");
     assert!(
         body["error"]["message"]

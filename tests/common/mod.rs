@@ -201,6 +201,17 @@ impl TestEnv {
         pid
     }
 
+    /// Starts `rpa-ml standalone` on this env's port and data directory.
+    pub fn spawn_standalone(&mut self) -> u32 {
+        let port = self.port.to_string();
+        let data = self.dir.join("data").display().to_string();
+        self.spawn(
+            "standalone",
+            &["standalone", "--port", &port, "--data-dir", &data],
+            &[],
+        )
+    }
+
     pub fn dump_logs(&self) -> String {
         let mut out = String::new();
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
@@ -355,26 +366,20 @@ pub struct Api {
 
 impl Api {
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(KEY)
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        Self::answer(self.http.post(format!("{}{path}", self.base)).json(&body)).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .expect("request");
+        Self::answer(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    /// A POST without a body (retry, cancel, run a check now).
+    pub async fn post_empty(&self, path: &str) -> (u16, Value) {
+        Self::answer(self.http.post(format!("{}{path}", self.base))).await
+    }
+
+    async fn answer(req: reqwest::RequestBuilder) -> (u16, Value) {
+        let r = req.bearer_auth(KEY).send().await.expect("request");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
