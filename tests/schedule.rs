@@ -260,3 +260,61 @@ async fn maintenance_deletes_expired_jobs_and_predictions_and_keeps_the_rest() {
     assert_eq!(result["retention"]["removed"]["failed_jobs"], 1, "{result}");
     assert_eq!(result["retention"]["removed"]["predictions"], 1, "{result}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_claimed_by_a_scheduler_that_died_before_enqueueing_is_taken_over() {
+    let mut env = TestEnv::new(Mode::Scale).await;
+    migrate(&mut env);
+    let probe = env.store().await;
+    let rpa_ml_shared::store::Store::Postgres(pg) = &probe.store else {
+        panic!("scale mode uses PostgreSQL");
+    };
+    // The newest hourly tick was claimed two minutes ago by a scheduler
+    // that died before enqueueing its job.
+    let hour = chrono::DurationRound::duration_trunc(Utc::now(), chrono::Duration::hours(1))
+        .expect("truncate to the hour");
+    assert!(
+        probe
+            .store
+            .claim_tick("maintenance", hour, "dead-scheduler")
+            .await
+            .expect("claim")
+    );
+    sqlx::query("UPDATE schedule_ticks SET claimed_at = claimed_at - interval '2 minutes'")
+        .execute(pg)
+        .await
+        .expect("backdate the claim");
+
+    let crons = [
+        ("MAINTENANCE_CRON", "0 0 * * * *"),
+        ("RETRAIN_CRON", NEVER),
+        ("DRIFT_CRON", NEVER),
+    ];
+    let a = env.spawn("scheduler-a", &["scheduler"], &crons);
+    let b = env.spawn("scheduler-b", &["scheduler"], &crons);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while rows(&env, "SELECT COUNT(*) FROM jobs WHERE kind = 'maintenance'").await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned tick was not taken over\n{}",
+            env.dump_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.term(a);
+    env.term(b);
+    let jobs = rows(&env, "SELECT COUNT(*) FROM jobs WHERE kind = 'maintenance'").await;
+    assert_eq!(
+        jobs,
+        1,
+        "taken over once, by one of the two\n{}",
+        env.dump_logs()
+    );
+    let recorded = rows(
+        &env,
+        "SELECT COUNT(*) FROM schedule_ticks WHERE schedule = 'maintenance' AND job_id IS NOT NULL",
+    )
+    .await;
+    assert_eq!(recorded, 1);
+}

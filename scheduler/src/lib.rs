@@ -33,6 +33,8 @@ use rpa_ml_shared::telemetry::hostname;
 
 /// A tick whose enqueue failed (store or queue down) is tried again this often.
 const RETRY_EVERY: Duration = Duration::from_secs(5);
+/// A claimed tick with no job after this long was abandoned by its claimer.
+const ABANDONED_AFTER: chrono::Duration = chrono::Duration::seconds(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -133,6 +135,8 @@ pub async fn run(
     let mut cursor = start;
     loop {
         let now = Utc::now();
+        ctx.adopt_abandoned(&entries, now, max_age, &mut pending)
+            .await;
         let mut still = Vec::new();
         for (kind, at) in pending.drain(..) {
             if now - at > max_age {
@@ -159,7 +163,11 @@ pub async fn run(
                 _ = tokio::time::sleep(RETRY_EVERY) => continue,
             }
         };
-        let mut wait = (at - Utc::now()).to_std().unwrap_or_default();
+        // Wake at least once a minute to look for abandoned claims.
+        let mut wait = (at - Utc::now())
+            .to_std()
+            .unwrap_or_default()
+            .min(Duration::from_secs(60));
         if !pending.is_empty() {
             wait = wait.min(RETRY_EVERY);
         }
@@ -168,7 +176,7 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
         if Utc::now() < at {
-            continue; // woke early to retry pending ticks
+            continue; // woke early: retry pending ticks, look for abandoned ones
         }
         // Every schedule due at this instant fires (two may coincide).
         for e in &entries {
@@ -188,6 +196,42 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Takes over ticks another scheduler claimed but never enqueued (it
+    /// died in between): their claim is released and they join `pending`.
+    /// A claim younger than [`ABANDONED_AFTER`] may still be in progress.
+    async fn adopt_abandoned(
+        &self,
+        entries: &[Entry],
+        now: DateTime<Utc>,
+        max_age: chrono::Duration,
+        pending: &mut Vec<(Kind, DateTime<Utc>)>,
+    ) {
+        let claimed_before = now - ABANDONED_AFTER;
+        let ticks = match self
+            .store
+            .abandoned_ticks(claimed_before, now - max_age)
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not look for abandoned ticks");
+                return;
+            }
+        };
+        for (name, at) in ticks {
+            let Some(kind) = entries.iter().map(|e| e.kind).find(|k| k.name() == name) else {
+                continue;
+            };
+            if pending.contains(&(kind, at)) {
+                continue;
+            }
+            tracing::warn!(schedule = name, tick = %at, "a scheduler claimed this tick but never enqueued it; taking it over");
+            if self.store.release_tick(&name, at).await.is_ok() {
+                pending.push((kind, at));
+            }
+        }
+    }
+
     /// Claims and enqueues one tick. True when the tick is settled (this
     /// replica enqueued it, or another had already claimed it); false when
     /// it should be tried again.

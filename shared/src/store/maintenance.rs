@@ -147,4 +147,23 @@ impl Store {
         .await)?;
         Ok(row.map(|r| r.0))
     }
+
+    /// Ticks claimed before `claimed_before` whose job was never recorded
+    /// (the claiming scheduler died between the claim and the enqueue),
+    /// for ticks at or after `tick_after`.
+    pub async fn abandoned_ticks(
+        &self,
+        claimed_before: DateTime<Utc>,
+        tick_after: DateTime<Utc>,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        let rows: Vec<(String, DateTime<Utc>)> = on_pool!(self, p => sqlx::query_as(
+            "SELECT schedule, tick_at FROM schedule_ticks \
+             WHERE job_id IS NULL AND claimed_at < $1 AND tick_at >= $2 ORDER BY tick_at",
+        )
+        .bind(claimed_before)
+        .bind(tick_after)
+        .fetch_all(p)
+        .await)?;
+        Ok(rows)
+    }
 }
