@@ -17,3 +17,27 @@ pub async fn checkpoint(state: &WorkerState, job: &JobRow, at: &str) -> Result<(
     }
     Ok(())
 }
+
+/// The first checkpoint. The row the claim returned is fresh, so while the
+/// job is younger than [`FRESH`] its mark is read from there (no extra
+/// round trip on the hot path); after that (a slow start) the store is
+/// asked. A job requeued with the mark set stops here either way.
+pub async fn at_start(state: &WorkerState, job: &JobRow) -> Result<(), JobError> {
+    let at = "before starting";
+    let age = job
+        .started_at
+        .map(|t| chrono::Utc::now() - t)
+        .unwrap_or_else(chrono::TimeDelta::zero);
+    if job.cancel_requested {
+        return Err(JobError::Cancelled(format!(
+            "cancelled by an operator; stopped {at}"
+        )));
+    }
+    if age > FRESH {
+        return checkpoint(state, job, at).await;
+    }
+    Ok(())
+}
+
+/// How long the claimed row counts as the current word on cancellation.
+const FRESH: chrono::TimeDelta = chrono::TimeDelta::milliseconds(100);

@@ -260,7 +260,7 @@ async fn run_predict(
     if p.targets.is_empty() {
         return Err(JobError::Permanent("no targets requested".into()));
     }
-    crate::cancel::checkpoint(state, job, "before starting").await?;
+    crate::cancel::at_start(state, job).await?;
     let mut models = BTreeMap::new();
     for &t in &p.targets {
         models.insert(t, state.models.production(t).await?);

@@ -104,6 +104,9 @@ pub struct JobRow {
     pub run_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// An operator asked this job to stop (as of when the row was read).
+    #[serde(skip)]
+    pub cancel_requested: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -126,12 +129,14 @@ struct RawJob {
     run_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
+    cancel_requested_at: Option<DateTime<Utc>>,
 }
 
 macro_rules! job_columns {
     () => {
         "id, kind, queue, payload, state, attempts, max_attempts, progress, stage, \
-         error, result, request_id, worker, created_at, updated_at, run_at, started_at, finished_at"
+         error, result, request_id, worker, created_at, updated_at, run_at, started_at, finished_at, \
+         cancel_requested_at"
     };
 }
 
@@ -157,6 +162,7 @@ impl TryFrom<RawJob> for JobRow {
             run_at: r.run_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
+            cancel_requested: r.cancel_requested_at.is_some(),
         })
     }
 }
