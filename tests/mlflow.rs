@@ -2,17 +2,28 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Mode, TestEnv, free_port};
 use serde_json::{Value, json};
 
+/// `mlflow server` in its own process group: it forks a uvicorn server and
+/// job runners that outlive a kill of the parent alone, so the whole group
+/// is stopped.
 struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let group = format!("-{}", self.0.id());
+        for signal in ["-TERM", "-KILL"] {
+            let _ = Command::new("kill")
+                .args([signal, "--", &group])
+                .stderr(Stdio::null())
+                .status();
+            std::thread::sleep(Duration::from_millis(500));
+        }
         let _ = self.0.wait();
     }
 }
@@ -49,6 +60,7 @@ async fn fits_are_logged_registered_and_aliased_in_mlflow() {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
+            .process_group(0)
             .spawn()
             .expect("start mlflow server"),
     );
