@@ -178,12 +178,14 @@ async fn maintenance_deletes_expired_jobs_and_predictions_and_keeps_the_rest() {
         let created = Utc::now() - chrono::Duration::days(45);
         sqlx::query(
             "INSERT INTO jobs (id, kind, queue, payload, state, max_attempts, created_at, updated_at, run_at, finished_at) \
-             VALUES ($1, 'predict', 'predict', '{\"kind\":\"predict\",\"targets\":[\"risk\"],\"projects\":{\"ids\":[1]}}'::jsonb, $2, 3, $3, $3, $3, $4)",
+             VALUES ($1, 'predict', 'predict', '{\"kind\":\"predict\",\"targets\":[\"risk\"],\"projects\":{\"ids\":[1]}}'::jsonb, $2, 3, $3, $5, $3, $4)",
         )
         .bind(id)
         .bind(state)
         .bind(created)
         .bind(finished)
+        // A finished row was last updated when it finished.
+        .bind(finished.unwrap_or(created))
         .execute(pg)
         .await
         .expect("seed job");

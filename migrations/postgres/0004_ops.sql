@@ -5,5 +5,7 @@
 ALTER TABLE jobs ADD COLUMN cancel_requested_at TIMESTAMPTZ;
 ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN previous_error TEXT;
-CREATE INDEX jobs_queue_state ON jobs (queue, state);
-CREATE INDEX jobs_finished ON jobs (finished_at);
+-- No new index on jobs: each one is maintained on every insert, claim and
+-- finish, the hot path. The ops counts and retention read terminal rows by
+-- (state, updated_at), which jobs_state_updated covers: a terminal row's
+-- updated_at is its finished_at.

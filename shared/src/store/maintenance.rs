@@ -32,17 +32,19 @@ pub struct RetentionCutoffs {
 
 impl Store {
     /// Deletes what has outlived its retention. Queued and running jobs are
-    /// never touched, whatever their age.
+    /// never touched, whatever their age. A terminal job's `updated_at` is
+    /// when it finished (nothing updates it afterwards but a retry, which
+    /// makes it queued again), and `(state, updated_at)` is indexed.
     pub async fn purge_expired(&self, c: &RetentionCutoffs) -> Result<Purged, StoreError> {
         let jobs = on_pool!(self, p => sqlx::query(
-            "DELETE FROM jobs WHERE state IN ('succeeded', 'cancelled') AND finished_at < $1",
+            "DELETE FROM jobs WHERE state IN ('succeeded', 'cancelled') AND updated_at < $1",
         )
         .bind(c.finished)
         .execute(p)
         .await
         .map(|r| r.rows_affected()))?;
         let failed_jobs = on_pool!(self, p => sqlx::query(
-            "DELETE FROM jobs WHERE state IN ('failed', 'dead') AND finished_at < $1",
+            "DELETE FROM jobs WHERE state IN ('failed', 'dead') AND updated_at < $1",
         )
         .bind(c.failed)
         .execute(p)

@@ -309,7 +309,7 @@ impl Store {
         for (window, secs) in [("5m", 300), ("1h", 3600)] {
             let from = now - chrono::Duration::seconds(secs);
             let done: Vec<(String, String, i64)> = on_pool!(self, p => sqlx::query_as(
-                "SELECT queue, state, COUNT(*) FROM jobs WHERE finished_at >= $1 \
+                "SELECT queue, state, COUNT(*) FROM jobs WHERE updated_at >= $1 \
                  AND state IN ('succeeded', 'failed', 'dead', 'cancelled') GROUP BY queue, state",
             )
             .bind(from)
