@@ -36,41 +36,31 @@ impl Store {
     /// when it finished (nothing updates it afterwards but a retry, which
     /// makes it queued again), and `(state, updated_at)` is indexed.
     pub async fn purge_expired(&self, c: &RetentionCutoffs) -> Result<Purged, StoreError> {
-        let jobs = on_pool!(self, p => sqlx::query(
-            "DELETE FROM jobs WHERE state IN ('succeeded', 'cancelled') AND updated_at < $1",
-        )
-        .bind(c.finished)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
-        let failed_jobs = on_pool!(self, p => sqlx::query(
-            "DELETE FROM jobs WHERE state IN ('failed', 'dead') AND updated_at < $1",
-        )
-        .bind(c.failed)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
-        let predictions = on_pool!(self, p => sqlx::query(
-            "DELETE FROM predictions WHERE created_at < $1",
-        )
-        .bind(c.predictions)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
-        let schedule_ticks = on_pool!(self, p => sqlx::query(
-            "DELETE FROM schedule_ticks WHERE tick_at < $1",
-        )
-        .bind(c.ticks)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
-        let workers = on_pool!(self, p => sqlx::query(
-            "DELETE FROM workers WHERE last_seen < $1",
-        )
-        .bind(c.workers)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
+        let deletes: [(&'static str, DateTime<Utc>); 5] = [
+            (
+                "DELETE FROM jobs WHERE state IN ('succeeded', 'cancelled') AND updated_at < $1",
+                c.finished,
+            ),
+            (
+                "DELETE FROM jobs WHERE state IN ('failed', 'dead') AND updated_at < $1",
+                c.failed,
+            ),
+            (
+                "DELETE FROM predictions WHERE created_at < $1",
+                c.predictions,
+            ),
+            ("DELETE FROM schedule_ticks WHERE tick_at < $1", c.ticks),
+            ("DELETE FROM workers WHERE last_seen < $1", c.workers),
+        ];
+        let mut removed = [0u64; 5];
+        for (n, (sql, cutoff)) in removed.iter_mut().zip(deletes) {
+            *n = on_pool!(self, p => sqlx::query(sql)
+                .bind(cutoff)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected()))?;
+        }
+        let [jobs, failed_jobs, predictions, schedule_ticks, workers] = removed;
         Ok(Purged {
             jobs,
             failed_jobs,

@@ -214,13 +214,8 @@ impl Store {
                  finished_at = $2, updated_at = $2 WHERE id = $1 AND state = 'queued' RETURNING ",
                 ops_job_columns!()
             );
-            let raw: Option<RawOpsJob> = on_pool!(self, p => sqlx::query_as(sql)
-                .bind(id)
-                .bind(now)
-                .fetch_optional(p)
-                .await)?;
-            if let Some(raw) = raw {
-                return Ok(CancelOutcome::Cancelled(Box::new(raw.try_into()?)));
+            if let Some(job) = self.update_ops_job(sql, id, now).await? {
+                return Ok(CancelOutcome::Cancelled(Box::new(job)));
             }
             // updated_at is left alone: the orphan check reads it.
             let sql = concat!(
@@ -228,13 +223,8 @@ impl Store {
                  WHERE id = $1 AND state = 'running' RETURNING ",
                 ops_job_columns!()
             );
-            let raw: Option<RawOpsJob> = on_pool!(self, p => sqlx::query_as(sql)
-                .bind(id)
-                .bind(now)
-                .fetch_optional(p)
-                .await)?;
-            if let Some(raw) = raw {
-                return Ok(CancelOutcome::Requested(Box::new(raw.try_into()?)));
+            if let Some(job) = self.update_ops_job(sql, id, now).await? {
+                return Ok(CancelOutcome::Requested(Box::new(job)));
             }
             match self.get_job(id).await? {
                 None => return Ok(CancelOutcome::NotFound),
@@ -245,6 +235,22 @@ impl Store {
         Err(StoreError::Query(format!(
             "job {id} kept changing state while being cancelled"
         )))
+    }
+
+    /// Runs a conditional `UPDATE … RETURNING` of one job (`$1` its id,
+    /// `$2` now); `None` when the condition did not hold.
+    async fn update_ops_job(
+        &self,
+        sql: &'static str,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<OpsJob>, StoreError> {
+        let raw: Option<RawOpsJob> = on_pool!(self, p => sqlx::query_as(sql)
+            .bind(id)
+            .bind(now)
+            .fetch_optional(p)
+            .await)?;
+        raw.map(TryInto::try_into).transpose()
     }
 
     /// Whether an operator asked this job to stop (read at checkpoints).
