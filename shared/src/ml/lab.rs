@@ -466,3 +466,98 @@ async fn lab_compare() {
         line(target, "chosen (train)", r.holdout, r.fit_seconds, size(&m));
     }
 }
+
+#[tokio::test]
+#[ignore]
+async fn lab_capacity() {
+    let n = env("LAB_PROJECTS", 5000);
+    let seed = env("LAB_SEED", 42) as u64;
+    let set = cached_set(n, seed).await;
+    let width = feature_names().len();
+    for target in [Target::CompletionTime, Target::BudgetVariance] {
+        let floor = if target == Target::CompletionTime {
+            0.0
+        } else {
+            -1.0
+        };
+        let s = lab_split(&set, target);
+        let rows: Vec<&[f64]> = s.train.iter().map(|r| r.values.as_slice()).collect();
+        let erows: Vec<&[f64]> = s.eval.iter().map(|r| r.values.as_slice()).collect();
+        let x = Columns::from_rows(&rows, width);
+        let ex = Columns::from_rows(&erows, width);
+        let z: Vec<f64> = s.ty.iter().map(|y| fwd(Tf::Log1p, *y, floor)).collect();
+        let zm = z.iter().sum::<f64>() / z.len() as f64;
+        let zs = (z.iter().map(|v| (v - zm).powi(2)).sum::<f64>() / z.len() as f64).sqrt();
+        let zz: Vec<f64> = z.iter().map(|v| (v - zm) / zs).collect();
+        let (ols, _) = fit_linear(&rows, &s.ty, width).unwrap();
+        let lin: Vec<f64> = erows.iter().map(|r| ols.predict(r).max(floor)).collect();
+        println!("{target} OLS mae={:.4}", mae(&lin, &s.ey));
+        let base = BoostParams {
+            max_depth: 5,
+            ..BoostParams::DEFAULT
+        };
+        let mut bag: Vec<Vec<f64>> = Vec::new();
+        for (name, p, seeds) in [
+            ("default", base, vec![7u64]),
+            ("bag3", base, vec![7, 8, 9]),
+            (
+                "600 lr.04",
+                BoostParams {
+                    iterations: 600,
+                    learning_rate: 0.04,
+                    ..base
+                },
+                vec![7],
+            ),
+            (
+                "1000 lr.03 d6 leaf20",
+                BoostParams {
+                    iterations: 1000,
+                    learning_rate: 0.03,
+                    max_depth: 6,
+                    min_leaf_weight: 20.0,
+                    ..base
+                },
+                vec![7],
+            ),
+            (
+                "600 lr.05 d4",
+                BoostParams {
+                    iterations: 600,
+                    learning_rate: 0.05,
+                    max_depth: 4,
+                    ..base
+                },
+                vec![7],
+            ),
+        ] {
+            let t = Instant::now();
+            let mut sum = vec![0.0; erows.len()];
+            for sd in &seeds {
+                let b = Booster::fit(&x, &zz, Objective::SquaredError, &p, *sd).unwrap();
+                for (a, v) in sum.iter_mut().zip(b.predict(&ex)) {
+                    *a += v / seeds.len() as f64;
+                }
+            }
+            let pred: Vec<f64> = sum
+                .iter()
+                .map(|v| inv(Tf::Log1p, v * zs + zm, floor))
+                .collect();
+            println!(
+                "{target} {name} mae={:.4} fit={:.1}s{}",
+                mae(&pred, &s.ey),
+                t.elapsed().as_secs_f64(),
+                buckets(&s.eval, &pred, &s.ey)
+            );
+            bag.push(pred);
+        }
+        for w in [0.1, 0.2, 0.3] {
+            let blend: Vec<f64> = bag[0]
+                .iter()
+                .zip(&lin)
+                .map(|(b, l)| (1.0 - w) * b + w * l)
+                .collect();
+            println!("{target} blend ols {w} mae={:.4}", mae(&blend, &s.ey));
+        }
+    }
+}
