@@ -33,8 +33,9 @@ const TREE_MAX_DEPTH: usize = 7;
 /// Snapshots of one project are alike; a leaf must hold more than a couple of projects' worth.
 const TREE_MIN_LEAF_ROWS: usize = 20;
 
-/// Share of the training projects, most recently closed, that calibrate the
-/// intervals (the hold-out that reports coverage is never used for it).
+/// Share of the training projects, most recently closed, that calibrate
+/// risk's overrun distribution (the hold-out that reports accuracy is never
+/// used for it).
 const CALIBRATION_SHARE: f64 = 0.2;
 /// Below this many calibration rows in a group (start / later), the group
 /// borrows the pooled radii.
@@ -123,12 +124,20 @@ pub struct CvReport {
     /// more than it needs).
     pub projects: usize,
     /// The defaults first; the chosen set is the best mean unless it does
-    /// not beat the defaults by more than the fold-to-fold noise (then the
-    /// defaults are kept).
+    /// not beat the defaults by more than the fold-to-fold noise, here and
+    /// again in the confirmation round (then the defaults are kept).
     pub trials: Vec<CvTrial>,
     pub best_params: BoostParams,
     /// Mean over folds of the target's metric on the validation folds' grid rows.
     pub best_metric: f64,
+    /// Training projects of the confirmation round, fitted on all but the
+    /// most recently closed and validated on those (0: there was none).
+    #[serde(default)]
+    pub confirm_projects: usize,
+    /// The defaults and the first round's winner, scored again at full
+    /// scale; empty when the first round kept the defaults.
+    #[serde(default)]
+    pub confirmation: Vec<CvTrial>,
 }
 
 /// Risk calibration on the hold-out: how often each class was predicted,
@@ -148,17 +157,18 @@ pub struct TrainReport {
     /// The metric over all grid snapshots of the held-out projects: MAE in
     /// days (completion time) or in variance ratio; accuracy for risk.
     pub holdout: f64,
-    /// The better of the plain baselines on the same rows.
+    /// The best of the baselines on the same rows.
     pub baseline: f64,
     pub baseline_name: String,
-    /// Every baseline by name, on the same rows: "median" / "majority", and
-    /// "linear_planning" (OLS, or ordinal logistic for risk, on the planning
-    /// attributes alone).
+    /// Every baseline by name, on the same rows: "median" / "majority";
+    /// "linear_planning", OLS (ordinal logistic for risk) on the planning
+    /// attributes alone, as a planner would estimate at the start; and
+    /// "linear_all_features", the same on every feature the model sees,
+    /// progress included (usually the best of them).
     #[serde(default)]
     pub baselines: BTreeMap<String, f64>,
-    /// Interpretable references on the same rows: "linear_all_features"
-    /// (the linear model, ordinal logistic for risk, on the full feature
-    /// set) and, for risk, "cart_tree" (a depth-7 CART tree).
+    /// Other interpretable references on the same rows: for risk,
+    /// "cart_tree" (a depth-7 CART tree).
     #[serde(default)]
     pub references: BTreeMap<String, f64>,
     /// 1 - error / baseline error: MAE for regressions, error rate for risk.
@@ -560,8 +570,12 @@ pub fn train(
     };
     let search_share = if opts.tuning { 0.6 } else { 0.0 };
 
-    opts.report("calibrating", search_share);
-    let calibration = calibrate(target, set, &s, &params, opts.seed, CALIBRATION_SHARE)?;
+    let residuals = if target == Target::Risk {
+        opts.report("calibrating", search_share);
+        calibrate_overrun(set, &s, &params, opts.seed, CALIBRATION_SHARE)?
+    } else {
+        Vec::new()
+    };
 
     opts.report("fitting", search_share + (1.0 - search_share) * 0.4);
     let fit_started = Instant::now();
@@ -575,16 +589,19 @@ pub fn train(
         opts.seed,
     )?;
     let fit_seconds = fit_started.elapsed().as_secs_f64();
-    match (&mut fitted, calibration) {
-        (Fitted::Regressor(r), Calibration::Intervals(c)) => r.intervals = c,
-        (Fitted::Risk(r), Calibration::Residuals(groups)) => r.residuals = groups,
-        _ => {}
+    if let Fitted::Risk(r) = &mut fitted {
+        r.residuals = residuals;
     }
     let learner = learner_name(target, &params);
-    let model = wrap(target, set, fitted, learner);
+    let mut model = wrap(target, set, fitted, learner);
+    let coverage = holdout_conformal(&mut model, &s, opts.seed);
 
     opts.report("evaluating", search_share + (1.0 - search_share) * 0.8);
     let mut report = report(target, set, &s, &model, opts)?;
+    if let Some((c, w)) = coverage {
+        report.interval_coverage = Some(c);
+        report.interval_mean_width = Some(w);
+    }
     report.fit_seconds = fit_seconds;
     report.params = serde_json::to_value(params).unwrap_or(serde_json::Value::Null);
     if let Some(obj) = report.params.as_object_mut() {
@@ -621,37 +638,26 @@ fn learner_name(target: Target, p: &BoostParams) -> String {
     }
 }
 
-/// What the calibration slice yields: conformal radii for a regression,
-/// sorted signed residuals of the overrun for risk.
-pub(crate) enum Calibration {
-    Intervals(Option<Conformal>),
-    Residuals(Vec<Vec<f64>>),
-}
-
-/// A model fitted on all but the most recently closed training projects is
-/// scored on their grid rows, separately for the start window and later,
-/// so the calibration mimics the hold-out (later projects than those
-/// fitted on). Regressions get split-conformal radii on the log scale;
-/// risk gets the overrun's signed residuals.
-pub(crate) fn calibrate(
-    target: Target,
+/// The overrun's signed residuals for risk, per calibration group. A model
+/// fitted on all but the most recently closed training projects is scored
+/// on their grid rows, so the spread mimics the hold-out (later projects
+/// than those fitted on). The hold-out itself is never used here: risk's
+/// class probabilities come from these residuals, and its accuracy is
+/// measured there.
+pub(crate) fn calibrate_overrun(
     set: &TrainingSet,
     s: &Split<'_>,
     params: &BoostParams,
     seed: u64,
     share: f64,
-) -> Result<Calibration, TrainError> {
-    let empty = match target {
-        Target::Risk => Calibration::Residuals(Vec::new()),
-        _ => Calibration::Intervals(None),
-    };
+) -> Result<Vec<Vec<f64>>, TrainError> {
     let mut train_projects: Vec<usize> = s.train.iter().map(|r| r.project).collect();
     train_projects.sort_unstable();
     train_projects.dedup();
     train_projects.sort_by_key(|&i| (set.projects[i].end, set.projects[i].id));
     let n_cal = ((train_projects.len() as f64) * share).round() as usize;
     if n_cal < 2 || n_cal + 2 > train_projects.len() {
-        return Ok(empty);
+        return Ok(Vec::new());
     }
     let mut is_cal = vec![false; set.projects.len()];
     for &i in &train_projects[train_projects.len() - n_cal..] {
@@ -664,14 +670,10 @@ pub(crate) fn calibrate(
     let mut cal_y = Vec::new();
     for ((r, y), o) in s.train.iter().zip(&s.train_y).zip(&s.train_overrun) {
         if is_cal[r.project] {
-            // Risk calibrates the overrun, known for completed projects only.
-            let truth = match target {
-                Target::Risk => *o,
-                _ => Some(*y),
-            };
-            if let (true, Some(t)) = (r.on_grid, truth) {
+            // The overrun is known for completed projects only.
+            if let (true, Some(t)) = (r.on_grid, o) {
                 cal_rows.push(*r);
-                cal_y.push(t);
+                cal_y.push(*t);
             }
         } else {
             fit_rows.push(r.values.as_slice());
@@ -679,25 +681,105 @@ pub(crate) fn calibrate(
             fit_overrun.push(*o);
         }
     }
-    if cal_rows.is_empty() || (target == Target::Risk && fit_overrun.iter().all(Option::is_none)) {
-        return Ok(empty);
+    if cal_rows.is_empty() || fit_overrun.iter().all(Option::is_none) {
+        return Ok(Vec::new());
     }
-    let m = match fit_boosted(target, &fit_rows, &fit_y, &fit_overrun, params, seed)? {
-        Fitted::Regressor(m) => m,
-        Fitted::Risk(r) => r.overrun,
-        Fitted::Ordinal(_) => return Ok(empty),
+    let Fitted::Risk(r) = fit_boosted(Target::Risk, &fit_rows, &fit_y, &fit_overrun, params, seed)?
+    else {
+        return Ok(Vec::new());
     };
-    let x = Columns::from_rows(&values(&cal_rows), feature_names().len());
-    let z = m.booster.predict(&x);
     let mut groups = vec![Vec::new(); CALIBRATION_GROUPS];
-    for ((r, y), score) in cal_rows.iter().zip(&cal_y).zip(z) {
-        let e = m.transform.forward(*y) - (m.mean + m.sd * score);
-        groups[calibration_group(r.elapsed_days, &r.values)].push(e);
+    for (row, e) in cal_rows
+        .iter()
+        .zip(residuals(&r.overrun, &cal_rows, &cal_y))
+    {
+        groups[calibration_group(row.elapsed_days, &row.values)].push(e);
     }
-    Ok(match target {
-        Target::Risk => Calibration::Residuals(residual_groups(groups)),
-        _ => Calibration::Intervals(conformal_radii(&groups)),
-    })
+    Ok(residual_groups(groups))
+}
+
+/// Predictions of `m` on `rows`, on its transformed scale.
+fn centres(m: &BoostedRegressor, rows: &[&Snapshot]) -> Vec<f64> {
+    let x = Columns::from_rows(&values(rows), feature_names().len());
+    m.booster
+        .predict(&x)
+        .iter()
+        .map(|score| m.mean + m.sd * score)
+        .collect()
+}
+
+/// Signed residuals of `m` on `rows`, on its transformed scale.
+fn residuals(m: &BoostedRegressor, rows: &[&Snapshot], truth: &[f64]) -> Vec<f64> {
+    centres(m, rows)
+        .iter()
+        .zip(truth)
+        .map(|(c, y)| m.transform.forward(*y) - c)
+        .collect()
+}
+
+/// Split-conformal intervals from the final model's own residuals on the
+/// hold-out (projects it never saw, the most recently closed), per
+/// calibration group. The shipped radii use every held-out row. The
+/// reported coverage is cross-fitted: the held-out projects are split in
+/// two seeded halves and each half is covered by the radii of the other,
+/// so no row is judged by radii it helped set. Point predictions, and so
+/// the hold-out MAE and the gate, are untouched.
+fn holdout_conformal(
+    model: &mut TrainedModel,
+    s: &Split<'_>,
+    seed: u64,
+) -> Option<(BTreeMap<String, f64>, BTreeMap<String, f64>)> {
+    let Params::Boosted(m) = &mut model.params else {
+        return None;
+    };
+    let mut projects: Vec<usize> = s.eval.iter().map(|r| r.project).collect();
+    projects.sort_unstable();
+    projects.dedup();
+    projects.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0xc04e_7a6e));
+    let half: BTreeMap<usize, usize> = projects
+        .iter()
+        .enumerate()
+        .map(|(k, p)| (*p, k % 2))
+        .collect();
+    let half_of = |r: &Snapshot| half.get(&r.project).copied().unwrap_or(0);
+    let mut all = vec![Vec::new(); CALIBRATION_GROUPS];
+    let mut halves = [all.clone(), all.clone()];
+    for (r, e) in s.eval.iter().zip(residuals(m, &s.eval, &s.eval_y)) {
+        let g = calibration_group(r.elapsed_days, &r.values);
+        all[g].push(e);
+        halves[half_of(r)][g].push(e);
+    }
+    let cross = [conformal_radii(&halves[1]), conformal_radii(&halves[0])];
+    m.intervals = conformal_radii(&all);
+    let mut total = IntervalCounts::default();
+    for (h, radii) in cross.into_iter().enumerate() {
+        let mut judge = model.clone();
+        if let Params::Boosted(b) = &mut judge.params {
+            b.intervals = Some(radii?);
+        }
+        let (rows, y): (Vec<&Snapshot>, Vec<f64>) = s
+            .eval
+            .iter()
+            .zip(&s.eval_y)
+            .filter(|(r, _)| half_of(r) == h)
+            .map(|(r, y)| (*r, *y))
+            .unzip();
+        total.add(&interval_counts(&judge, &rows, &y));
+    }
+    if total.rows == 0 {
+        return None;
+    }
+    let by_level = |v: &dyn Fn(usize) -> f64| {
+        LEVELS
+            .iter()
+            .enumerate()
+            .map(|(k, l)| (format!("{l}"), v(k)))
+            .collect::<BTreeMap<_, _>>()
+    };
+    Some((
+        by_level(&|k| total.hits[k] as f64 / total.rows as f64),
+        by_level(&|k| total.width[k] / total.rows as f64),
+    ))
 }
 
 /// Sorted residuals per group; a group with too few rows borrows the pool.
@@ -741,11 +823,17 @@ fn conformal_radii(groups: &[Vec<f64>]) -> Option<Conformal> {
     })
 }
 
-/// Grouped k-fold search over seeded candidates on (a seeded sample of) the
-/// training projects; validation is on the folds' grid rows, like the
-/// hold-out. For risk, each fold's class probabilities use the overrun
-/// residuals of the *other* folds' validation rows (out-of-fold, so no
-/// project calibrates its own prediction).
+/// Grouped k-fold search over seeded candidates, then a confirmation.
+/// Every candidate is scored on a seeded sample of `CV_MAX_PROJECTS`
+/// training projects. A sample that small favours simpler models than the
+/// full set needs, so the round's winner, if it beats the defaults by more
+/// than the folds' noise, is fitted again against the defaults on all but
+/// the most recently closed `CONFIRM_SHARE` of the training projects and
+/// scored on those (the hold-out's shape at the full set's scale); it
+/// replaces the defaults only if it wins there too. Validation is on grid
+/// rows, like the hold-out. For risk, each fold's class probabilities use
+/// the overrun residuals of the *other* folds' validation rows (out-of-fold,
+/// so no project calibrates its own prediction).
 fn search(
     target: Target,
     set: &TrainingSet,
@@ -755,95 +843,197 @@ fn search(
     let mut projects: Vec<usize> = s.train.iter().map(|r| r.project).collect();
     projects.sort_unstable();
     projects.dedup();
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0xf01d_5eed);
-    projects.shuffle(&mut rng);
-    projects.truncate(CV_MAX_PROJECTS);
-    let folds = CV_FOLDS.min(projects.len()).max(2);
-    let mut fold_of = vec![usize::MAX; set.projects.len()];
-    for (k, &p) in projects.iter().enumerate() {
-        fold_of[p] = k % folds;
-    }
+    let mut shuffled = projects.clone();
+    shuffled.shuffle(&mut ChaCha8Rng::seed_from_u64(opts.seed ^ 0xf01d_5eed));
+    let sample = CvSample::folds(set, &shuffled[..shuffled.len().min(CV_MAX_PROJECTS)]);
     let candidates = candidates(target, opts.max_trials, opts.seed);
     let total = candidates.len();
     let mut trials = Vec::with_capacity(total);
     for (t, params) in candidates.into_iter().enumerate() {
         opts.report(
             &format!("searching {}/{total}", t + 1),
-            0.6 * t as f64 / total as f64,
+            0.5 * t as f64 / total as f64,
         );
-        // Per fold: validation rows with their truth and raw scores.
-        let mut per_fold: Vec<FoldScores> = Vec::with_capacity(folds);
-        for fold in 0..folds {
+        trials.push(sample.trial(target, set, s, params, opts.seed)?);
+    }
+    let mut best = 0;
+    for (i, t) in trials.iter().enumerate() {
+        if t.metric.is_finite()
+            && (!trials[best].metric.is_finite() || better(target, t.metric, trials[best].metric))
+        {
+            best = i;
+        }
+    }
+    let mut confirmation = Vec::new();
+    let mut confirm_projects = 0;
+    if best != 0 && beats_defaults(target, &trials[0], &trials[best]) {
+        if let Some(recent) = CvSample::most_recent(set, &projects, opts.seed) {
+            opts.report("confirming the search's best", 0.5);
+            let defaults = recent.trial(target, set, s, trials[0].params, opts.seed)?;
+            opts.report("confirming the search's best", 0.55);
+            let winner = recent.trial(target, set, s, trials[best].params, opts.seed)?;
+            if !beats_defaults(target, &defaults, &winner) {
+                best = 0;
+            }
+            confirm_projects = recent.projects;
+            confirmation = vec![defaults, winner];
+        }
+    } else {
+        best = 0;
+    }
+    Ok(CvReport {
+        folds: sample.folds,
+        projects: sample.projects,
+        best_params: trials[best].params,
+        best_metric: trials[best].metric,
+        trials,
+        confirm_projects,
+        confirmation,
+    })
+}
+
+/// Whether `challenger` beats `defaults` fold by fold by more than the
+/// folds' noise: mean paired gain above its standard error. A best mean is
+/// partly luck; this keeps the defaults unless the gain is real.
+fn beats_defaults(target: Target, defaults: &CvTrial, challenger: &CvTrial) -> bool {
+    if !(defaults.metric.is_finite() && challenger.metric.is_finite()) {
+        return challenger.metric.is_finite();
+    }
+    let gains: Vec<f64> = defaults
+        .fold_metrics
+        .iter()
+        .zip(&challenger.fold_metrics)
+        .map(|(d, b)| match target {
+            Target::Risk => b - d,
+            _ => d - b,
+        })
+        .collect();
+    let k = gains.len() as f64;
+    let mean = gains.iter().sum::<f64>() / k.max(1.0);
+    let sd = (gains.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (k - 1.0).max(1.0)).sqrt();
+    k >= 2.0 && mean > sd / k.sqrt()
+}
+
+/// Training projects dealt into validation folds for one round of the
+/// search: grouped k-fold (each fold validated by a fit on the others), or
+/// one fit on the older projects validated on the most recent ones, dealt
+/// into folds for the paired comparison.
+struct CvSample {
+    /// Fold of each project of the training set: `usize::MAX` not used,
+    /// `folds` fit-only (the recent split's older projects).
+    fold_of: Vec<usize>,
+    folds: usize,
+    projects: usize,
+    one_fit: bool,
+}
+
+/// Share of the training projects, most recently closed, that the
+/// confirmation round validates on.
+const CONFIRM_SHARE: f64 = 0.2;
+
+impl CvSample {
+    fn folds(set: &TrainingSet, projects: &[usize]) -> Self {
+        let folds = CV_FOLDS.min(projects.len()).max(2);
+        let mut fold_of = vec![usize::MAX; set.projects.len()];
+        for (k, &p) in projects.iter().enumerate() {
+            fold_of[p] = k % folds;
+        }
+        CvSample {
+            fold_of,
+            folds,
+            projects: projects.len(),
+            one_fit: false,
+        }
+    }
+
+    /// Fit on all but the most recently closed `CONFIRM_SHARE` of
+    /// `projects`, validate on those (in `CONFIRM_FOLDS` seeded folds).
+    fn most_recent(set: &TrainingSet, projects: &[usize], seed: u64) -> Option<Self> {
+        const CONFIRM_FOLDS: usize = 5;
+        let mut by_end = projects.to_vec();
+        by_end.sort_by_key(|&i| (set.projects[i].end, set.projects[i].id));
+        let n_val = ((by_end.len() as f64) * CONFIRM_SHARE).round() as usize;
+        if n_val < CONFIRM_FOLDS * 2 || n_val + 2 > by_end.len() {
+            return None;
+        }
+        let (older, recent) = by_end.split_at(by_end.len() - n_val);
+        let mut recent = recent.to_vec();
+        recent.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x002e_ce47));
+        let mut fold_of = vec![usize::MAX; set.projects.len()];
+        for &p in older {
+            fold_of[p] = CONFIRM_FOLDS;
+        }
+        for (k, &p) in recent.iter().enumerate() {
+            fold_of[p] = k % CONFIRM_FOLDS;
+        }
+        Some(CvSample {
+            fold_of,
+            folds: CONFIRM_FOLDS,
+            projects: by_end.len(),
+            one_fit: true,
+        })
+    }
+
+    /// The mean metric of `params` over the validation folds' grid rows.
+    fn trial(
+        &self,
+        target: Target,
+        set: &TrainingSet,
+        s: &Split<'_>,
+        params: BoostParams,
+        seed: u64,
+    ) -> Result<CvTrial, TrainError> {
+        let fits = if self.one_fit { 1 } else { self.folds };
+        let mut per_fold: Vec<FoldScores> = Vec::with_capacity(self.folds);
+        for round in 0..fits {
+            let fitted_on = |f: usize| {
+                f != usize::MAX
+                    && if self.one_fit {
+                        f == self.folds
+                    } else {
+                        f != round
+                    }
+            };
             let mut fit_rows = Vec::new();
             let mut fit_y = Vec::new();
             let mut fit_overrun = Vec::new();
-            let mut val = Vec::new();
-            let mut val_y = Vec::new();
-            let mut val_overrun = Vec::new();
             for ((r, y), o) in s.train.iter().zip(&s.train_y).zip(&s.train_overrun) {
-                match fold_of[r.project] {
-                    usize::MAX => {}
-                    f if f == fold => {
-                        if r.on_grid {
-                            val.push(*r);
-                            val_y.push(*y);
-                            val_overrun.push(*o);
-                        }
-                    }
-                    _ => {
-                        fit_rows.push(r.values.as_slice());
-                        fit_y.push(*y);
-                        fit_overrun.push(*o);
-                    }
+                if fitted_on(self.fold_of[r.project]) {
+                    fit_rows.push(r.values.as_slice());
+                    fit_y.push(*y);
+                    fit_overrun.push(*o);
                 }
             }
             if fit_rows.is_empty()
-                || val.is_empty()
                 || (target == Target::Risk && fit_overrun.iter().all(Option::is_none))
             {
                 continue;
             }
-            let fitted = fit_boosted(target, &fit_rows, &fit_y, &fit_overrun, &params, opts.seed)?;
-            per_fold.push(match fitted {
-                Fitted::Risk(r) => {
-                    let x = Columns::from_rows(&values(&val), feature_names().len());
-                    let z: Vec<f64> = r
-                        .overrun
-                        .booster
-                        .predict(&x)
-                        .iter()
-                        .map(|v| r.overrun.mean + r.overrun.sd * v)
-                        .collect();
-                    let residuals = val_overrun
-                        .iter()
-                        .zip(&z)
-                        .zip(&val)
-                        .filter_map(|((o, z), row)| {
-                            o.map(|o| {
-                                (
-                                    calibration_group(row.elapsed_days, &row.values),
-                                    r.overrun.transform.forward(o) - z,
-                                )
-                            })
-                        })
-                        .collect();
-                    FoldScores::Risk {
-                        truth: val_y,
-                        group: val
-                            .iter()
-                            .map(|r| calibration_group(r.elapsed_days, &r.values))
-                            .collect(),
-                        z,
-                        cancel: r.cancel.predict(&x),
-                        residuals,
+            let scorer = match fit_boosted(target, &fit_rows, &fit_y, &fit_overrun, &params, seed)?
+            {
+                Fitted::Risk(r) => Scorer::Risk(r),
+                other => Scorer::Model(wrap(target, set, other, String::new())),
+            };
+            let validated = if self.one_fit {
+                0..self.folds
+            } else {
+                round..round + 1
+            };
+            for fold in validated {
+                let mut val = Vec::new();
+                let mut val_y = Vec::new();
+                let mut val_overrun = Vec::new();
+                for ((r, y), o) in s.train.iter().zip(&s.train_y).zip(&s.train_overrun) {
+                    if r.on_grid && self.fold_of[r.project] == fold {
+                        val.push(*r);
+                        val_y.push(*y);
+                        val_overrun.push(*o);
                     }
                 }
-                other => {
-                    let model = wrap(target, set, other, String::new());
-                    let pred: Vec<f64> = predict_rows(&model, &val).iter().map(|p| p.0).collect();
-                    FoldScores::Metric(metric_of(target, &pred, &val_y))
+                if !val.is_empty() {
+                    per_fold.push(scorer.score(target, &val, val_y, &val_overrun));
                 }
-            });
+            }
         }
         let metrics: Vec<f64> = (0..per_fold.len())
             .map(|k| match &per_fold[k] {
@@ -880,49 +1070,56 @@ fn search(
         } else {
             metrics.iter().sum::<f64>() / metrics.len() as f64
         };
-        trials.push(CvTrial {
+        Ok(CvTrial {
             params,
             metric,
             fold_metrics: metrics,
-        });
+        })
     }
-    let mut best = 0;
-    for (i, t) in trials.iter().enumerate() {
-        if t.metric.is_finite()
-            && (!trials[best].metric.is_finite() || better(target, t.metric, trials[best].metric))
-        {
-            best = i;
+}
+
+/// A fold's fitted learner, ready to score validation rows.
+enum Scorer {
+    Model(TrainedModel),
+    Risk(OverrunRisk),
+}
+
+impl Scorer {
+    fn score(
+        &self,
+        target: Target,
+        val: &[&Snapshot],
+        val_y: Vec<f64>,
+        val_overrun: &[Option<f64>],
+    ) -> FoldScores {
+        match self {
+            Scorer::Model(model) => {
+                let pred: Vec<f64> = predict_rows(model, val).iter().map(|p| p.0).collect();
+                FoldScores::Metric(metric_of(target, &pred, &val_y))
+            }
+            Scorer::Risk(r) => {
+                let group: Vec<usize> = val
+                    .iter()
+                    .map(|r| calibration_group(r.elapsed_days, &r.values))
+                    .collect();
+                let z = centres(&r.overrun, val);
+                let residuals = val_overrun
+                    .iter()
+                    .zip(&z)
+                    .zip(&group)
+                    .filter_map(|((o, z), g)| o.map(|o| (*g, r.overrun.transform.forward(o) - z)))
+                    .collect();
+                let x = Columns::from_rows(&values(val), feature_names().len());
+                FoldScores::Risk {
+                    truth: val_y,
+                    group,
+                    z,
+                    cancel: r.cancel.predict(&x),
+                    residuals,
+                }
+            }
         }
     }
-    // The search runs on a sample, and its best mean is partly luck; a
-    // small sample also favours simpler models than the full set needs.
-    // The defaults stay unless the winner beats them fold by fold by more
-    // than the folds' noise (mean paired gain above its standard error).
-    if best != 0 && trials[0].metric.is_finite() {
-        let gains: Vec<f64> = trials[0]
-            .fold_metrics
-            .iter()
-            .zip(&trials[best].fold_metrics)
-            .map(|(d, b)| match target {
-                Target::Risk => b - d,
-                _ => d - b,
-            })
-            .collect();
-        let k = gains.len() as f64;
-        let mean = gains.iter().sum::<f64>() / k.max(1.0);
-        let sd =
-            (gains.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (k - 1.0).max(1.0)).sqrt();
-        if !(k >= 2.0 && mean > sd / k.sqrt()) {
-            best = 0;
-        }
-    }
-    Ok(CvReport {
-        folds,
-        projects: projects.len(),
-        best_params: trials[best].params,
-        best_metric: trials[best].metric,
-        trials,
-    })
 }
 
 fn sigmoid(v: f64) -> f64 {
@@ -997,7 +1194,7 @@ fn report(
 
     let mut baselines = BTreeMap::new();
     let mut references = BTreeMap::new();
-    let (mut macro_f1_v, mut freqs, mut coverage, mut widths) = (None, None, None, None);
+    let (mut macro_f1_v, mut freqs) = (None, None);
     let (constant_name, planning_name) = match target {
         Target::Risk => ("majority", "linear_planning"),
         _ => ("median", "linear_planning"),
@@ -1020,7 +1217,7 @@ fn report(
                 baselines.insert(planning_name.to_string(), a);
             }
             if let Some(a) = logistic_baseline(s, feature_names().len()) {
-                references.insert("linear_all_features".to_string(), a);
+                baselines.insert("linear_all_features".to_string(), a);
             }
             let tree = fit_tree(s);
             let tp: Vec<usize> = s
@@ -1063,15 +1260,10 @@ fn report(
                 planning_name.to_string(),
                 linear_baseline(target, s, FIRST_PROGRESS_FEATURE, true)?,
             );
-            references.insert(
+            baselines.insert(
                 "linear_all_features".to_string(),
                 linear_baseline(target, s, feature_names().len(), false)?,
             );
-            if model.has_intervals() {
-                let (c, w) = interval_coverage(model, s);
-                coverage = Some(c);
-                widths = Some(w);
-            }
         }
     }
     let (baseline_name, baseline) = baselines
@@ -1115,8 +1307,8 @@ fn report(
         learner: model.learner.clone(),
         params: serde_json::Value::Null,
         cv: None,
-        interval_coverage: coverage,
-        interval_mean_width: widths,
+        interval_coverage: None,
+        interval_mean_width: None,
         macro_f1: macro_f1_v,
         class_frequencies: freqs,
         holdout_pairs: holdout_pairs(target, set, s, &pred),
@@ -1126,37 +1318,44 @@ fn report(
     })
 }
 
-/// Hold-out coverage and mean width of the intervals, by level.
-pub(crate) fn interval_coverage(
-    model: &TrainedModel,
-    s: &Split<'_>,
-) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
-    let rows = feature_rows(s.eval.iter().copied());
-    let preds = model.predict_many(&rows);
-    let mut cov = BTreeMap::new();
-    let mut wid = BTreeMap::new();
-    for (k, level) in LEVELS.iter().enumerate() {
-        let mut hit = 0usize;
-        let mut n = 0usize;
-        let mut width = 0.0;
-        for ((p, r), y) in preds.iter().zip(&s.eval).zip(&s.eval_y) {
-            let iv = if k == 0 { p.interval_80 } else { p.interval_90 };
-            let Some([lo, hi]) = iv else { continue };
-            // Intervals are in the units of `value`: total days for completion.
-            let truth = match model.target {
-                Target::CompletionTime => r.elapsed_days + y,
-                _ => *y,
-            };
-            n += 1;
-            hit += usize::from(truth >= lo && truth <= hi);
-            width += hi - lo;
-        }
-        if n > 0 {
-            cov.insert(format!("{level}"), hit as f64 / n as f64);
-            wid.insert(format!("{level}"), width / n as f64);
+/// Rows covered and summed interval widths, per level in `LEVELS`.
+#[derive(Default)]
+struct IntervalCounts {
+    rows: usize,
+    hits: [usize; LEVELS.len()],
+    width: [f64; LEVELS.len()],
+}
+
+impl IntervalCounts {
+    fn add(&mut self, other: &IntervalCounts) {
+        self.rows += other.rows;
+        for k in 0..LEVELS.len() {
+            self.hits[k] += other.hits[k];
+            self.width[k] += other.width[k];
         }
     }
-    (cov, wid)
+}
+
+/// How often the served intervals of `model` hold the truth on `rows`.
+fn interval_counts(model: &TrainedModel, rows: &[&Snapshot], truth: &[f64]) -> IntervalCounts {
+    let preds = model.predict_many(&feature_rows(rows.iter().copied()));
+    let mut c = IntervalCounts::default();
+    for ((p, r), y) in preds.iter().zip(rows).zip(truth) {
+        let (Some([lo80, hi80]), Some([lo90, hi90])) = (p.interval_80, p.interval_90) else {
+            continue;
+        };
+        // Intervals are in the units of `value`: total days for completion.
+        let t = match model.target {
+            Target::CompletionTime => r.elapsed_days + y,
+            _ => *y,
+        };
+        c.rows += 1;
+        for (k, (lo, hi)) in [(lo80, hi80), (lo90, hi90)].into_iter().enumerate() {
+            c.hits[k] += usize::from(t >= lo && t <= hi);
+            c.width[k] += hi - lo;
+        }
+    }
+    c
 }
 
 /// MAE of OLS on the first `width` features. With `total`, it predicts the

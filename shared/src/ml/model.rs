@@ -5,7 +5,9 @@
 //! i.e. the log of the cost ratio): squared error there aims at the median
 //! in days, which is what a mean absolute error rewards, and multiplicative
 //! errors suit durations and cost ratios whatever their scale. Intervals are
-//! split-conformal on that scale, so they widen with the prediction.
+//! split-conformal on that scale, so they widen with the prediction, with
+//! radii from the model's own residuals on the hold-out (see
+//! `fit::holdout_conformal`).
 //!
 //! Risk follows the contract's definition instead of learning it from three
 //! labels: a log-loss booster gives P(cancelled), a regression booster
@@ -72,8 +74,8 @@ pub(crate) struct Conformal {
 /// the first grid step.
 pub(crate) const START_WINDOW_DAYS: f64 = 14.0;
 /// Later rows are split by elapsed share of the planned duration: errors
-/// shrink as a project shows its pace, and the hold-out's mix of early and
-/// late rows need not match the calibration slice's.
+/// shrink as a project shows its pace, and the mix of early and late rows
+/// differs between the rows that set the radii and those scored later.
 const PROGRESS_BOUNDS: [f64; 2] = [0.5, 1.0];
 pub(crate) const CALIBRATION_GROUPS: usize = 2 + PROGRESS_BOUNDS.len();
 
@@ -259,11 +261,6 @@ impl TrainedModel {
                 .iter()
                 .map(String::as_str)
                 .eq(feature_names())
-    }
-
-    /// Whether the regression carries conformal intervals.
-    pub fn has_intervals(&self) -> bool {
-        matches!(&self.params, Params::Boosted(b) if b.intervals.is_some())
     }
 
     /// An empty prediction if the row does not have the model's feature count.
