@@ -23,7 +23,7 @@ use super::metrics::{accuracy, argmax, conformal_quantile, macro_f1, mae, median
 use super::model::{
     BoostedRegressor, CALIBRATION_GROUPS, Conformal, LEVELS, MAX_REMAINING_DAYS, OrdinalBoosters,
     OverrunRisk, Params, TrainedModel, Transform, calibration_group, ordinal_probabilities,
-    overrun_probabilities,
+    overrun_probabilities, weighted_argmax,
 };
 use super::training::{RiskClass, Snapshot, TrainingSet};
 use super::tree::{self, CartParams, TreeModel};
@@ -140,13 +140,20 @@ pub struct CvReport {
     pub confirmation: Vec<CvTrial>,
 }
 
-/// Risk calibration on the hold-out: how often each class was predicted,
+/// Risk calibration on the hold-out: how often each class was answered,
 /// its mean predicted probability, and how often it occurred.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClassFrequencies {
     pub observed: BTreeMap<String, f64>,
     pub predicted: BTreeMap<String, f64>,
     pub mean_probability: BTreeMap<String, f64>,
+    /// Accuracy had the answer been the most probable class instead: the
+    /// price of answering classes as often as they occur.
+    #[serde(default)]
+    pub most_likely_accuracy: Option<f64>,
+    /// How often each class would be answered that way.
+    #[serde(default)]
+    pub most_likely_predicted: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -410,6 +417,7 @@ pub(crate) fn fit_boosted(
                 cancel,
                 overrun,
                 residuals: Vec::new(),
+                decision_weights: [1.0; 3],
             }))
         }
         _ => Ok(Fitted::Regressor(fit_log_regressor(
@@ -570,11 +578,11 @@ pub fn train(
     };
     let search_share = if opts.tuning { 0.6 } else { 0.0 };
 
-    let residuals = if target == Target::Risk {
+    let calibration = if target == Target::Risk {
         opts.report("calibrating", search_share);
         calibrate_overrun(set, &s, &params, opts.seed, CALIBRATION_SHARE)?
     } else {
-        Vec::new()
+        None
     };
 
     opts.report("fitting", search_share + (1.0 - search_share) * 0.4);
@@ -589,8 +597,9 @@ pub fn train(
         opts.seed,
     )?;
     let fit_seconds = fit_started.elapsed().as_secs_f64();
-    if let Fitted::Risk(r) = &mut fitted {
-        r.residuals = residuals;
+    if let (Fitted::Risk(r), Some(c)) = (&mut fitted, calibration) {
+        r.residuals = c.residuals;
+        r.decision_weights = c.weights;
     }
     let learner = learner_name(target, &params);
     let mut model = wrap(target, set, fitted, learner);
@@ -633,31 +642,32 @@ fn learner_name(target: Target, p: &BoostParams) -> String {
             format!("forust-ml gradient boosting, squared error on log(1 + variance) ({trees})")
         }
         Target::Risk => format!(
-            "forust-ml gradient boosting: P(cancelled) by log-loss and log(1 + overrun) by squared error, classes from the overrun's conformal distribution ({trees})"
+            "forust-ml gradient boosting: P(cancelled) by log-loss and log(1 + overrun) by squared error, classes from the overrun's conformal distribution, answered at their observed frequencies ({trees})"
         ),
     }
 }
 
-/// The overrun's signed residuals for risk, per calibration group. A model
-/// fitted on all but the most recently closed training projects is scored
-/// on their grid rows, so the spread mimics the hold-out (later projects
-/// than those fitted on). The hold-out itself is never used here: risk's
-/// class probabilities come from these residuals, and its accuracy is
-/// measured there.
+/// The overrun's signed residuals for risk, per calibration group, and the
+/// decision weights that make the answered classes as frequent as the
+/// observed ones. A model fitted on all but the most recently closed
+/// training projects is scored on their grid rows, so the spread mimics the
+/// hold-out (later projects than those fitted on). The hold-out itself is
+/// never used here: risk's probabilities and answers come from this slice,
+/// and its accuracy is measured there. `None` when the slice is too small.
 pub(crate) fn calibrate_overrun(
     set: &TrainingSet,
     s: &Split<'_>,
     params: &BoostParams,
     seed: u64,
     share: f64,
-) -> Result<Vec<Vec<f64>>, TrainError> {
+) -> Result<Option<RiskCalibration>, TrainError> {
     let mut train_projects: Vec<usize> = s.train.iter().map(|r| r.project).collect();
     train_projects.sort_unstable();
     train_projects.dedup();
     train_projects.sort_by_key(|&i| (set.projects[i].end, set.projects[i].id));
     let n_cal = ((train_projects.len() as f64) * share).round() as usize;
     if n_cal < 2 || n_cal + 2 > train_projects.len() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let mut is_cal = vec![false; set.projects.len()];
     for &i in &train_projects[train_projects.len() - n_cal..] {
@@ -666,14 +676,17 @@ pub(crate) fn calibrate_overrun(
     let mut fit_rows = Vec::new();
     let mut fit_y = Vec::new();
     let mut fit_overrun = Vec::new();
+    // Grid rows of the slice: class, and the overrun where it is known
+    // (completed projects only).
     let mut cal_rows = Vec::new();
-    let mut cal_y = Vec::new();
+    let mut cal_class = Vec::new();
+    let mut cal_overrun = Vec::new();
     for ((r, y), o) in s.train.iter().zip(&s.train_y).zip(&s.train_overrun) {
         if is_cal[r.project] {
-            // The overrun is known for completed projects only.
-            if let (true, Some(t)) = (r.on_grid, o) {
+            if r.on_grid {
                 cal_rows.push(*r);
-                cal_y.push(*t);
+                cal_class.push(*y as usize);
+                cal_overrun.push(*o);
             }
         } else {
             fit_rows.push(r.values.as_slice());
@@ -681,21 +694,85 @@ pub(crate) fn calibrate_overrun(
             fit_overrun.push(*o);
         }
     }
-    if cal_rows.is_empty() || fit_overrun.iter().all(Option::is_none) {
-        return Ok(Vec::new());
+    if cal_overrun.iter().all(Option::is_none) || fit_overrun.iter().all(Option::is_none) {
+        return Ok(None);
     }
     let Fitted::Risk(r) = fit_boosted(Target::Risk, &fit_rows, &fit_y, &fit_overrun, params, seed)?
     else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
-    let mut groups = vec![Vec::new(); CALIBRATION_GROUPS];
-    for (row, e) in cal_rows
+    let z = centres(&r.overrun, &cal_rows);
+    let group: Vec<usize> = cal_rows
         .iter()
-        .zip(residuals(&r.overrun, &cal_rows, &cal_y))
-    {
-        groups[calibration_group(row.elapsed_days, &row.values)].push(e);
+        .map(|row| calibration_group(row.elapsed_days, &row.values))
+        .collect();
+    let mut groups = vec![Vec::new(); CALIBRATION_GROUPS];
+    for ((o, z), g) in cal_overrun.iter().zip(&z).zip(&group) {
+        if let Some(o) = o {
+            groups[*g].push(r.overrun.transform.forward(*o) - z);
+        }
     }
-    Ok(residual_groups(groups))
+    let groups = residual_groups(groups);
+    let cancel = r.cancel.predict(&Columns::from_rows(
+        &values(&cal_rows),
+        feature_names().len(),
+    ));
+    let p: Vec<[f64; 3]> = (0..cal_rows.len())
+        .map(|i| overrun_probabilities(z[i], sigmoid(cancel[i]), &groups[group[i]]))
+        .collect();
+    Ok(Some(RiskCalibration {
+        weights: decision_weights(&p, &cal_class),
+        residuals: groups,
+    }))
+}
+
+/// What the calibration slice sets in a risk model.
+pub(crate) struct RiskCalibration {
+    residuals: Vec<Vec<f64>>,
+    weights: [f64; 3],
+}
+
+/// How far the answered class frequencies may stray from the observed ones
+/// on the calibration slice.
+const CLASS_FREQUENCY_TOLERANCE: f64 = 0.02;
+
+/// Weights for (low, medium, high), low fixed at 1, from a grid: the most
+/// accurate set whose answered class frequencies are all within
+/// `CLASS_FREQUENCY_TOLERANCE` of the observed ones, or, when none is, the
+/// set that comes closest.
+fn decision_weights(p: &[[f64; 3]], truth: &[usize]) -> [f64; 3] {
+    let n = truth.len().max(1) as f64;
+    let mut observed = [0.0; 3];
+    for t in truth {
+        observed[(*t).min(2)] += 1.0 / n;
+    }
+    // (within tolerance, accuracy or -gap, weights); the first best wins.
+    let mut best: Option<(bool, f64, [f64; 3])> = None;
+    for m in 0..=40 {
+        for h in 0..=20 {
+            let w = [1.0, 1.0 + 0.05 * f64::from(m), 0.6 + 0.05 * f64::from(h)];
+            let mut freq = [0.0; 3];
+            let mut hits = 0usize;
+            for (q, t) in p.iter().zip(truth) {
+                let c = weighted_argmax(q, &w);
+                freq[c] += 1.0 / n;
+                hits += usize::from(c == *t);
+            }
+            let gap = (0..3)
+                .map(|c| (freq[c] - observed[c]).abs())
+                .fold(0.0, f64::max);
+            let ok = gap <= CLASS_FREQUENCY_TOLERANCE;
+            let score = if ok { hits as f64 / n } else { -gap };
+            let wins = match best {
+                None => true,
+                Some((b_ok, b_score, _)) => (ok && !b_ok) || (ok == b_ok && score > b_score),
+            };
+            if wins {
+                best = Some((ok, score, w));
+            }
+        }
+    }
+    best.map_or([1.0; 3], |(_, _, w)| w)
 }
 
 /// Predictions of `m` on `rows`, on its transformed scale.
@@ -1230,15 +1307,17 @@ fn report(
             let mut obs = BTreeMap::new();
             let mut predicted = BTreeMap::new();
             let mut mean_p = BTreeMap::new();
+            let mut likely_freq = BTreeMap::new();
+            let likely: Vec<usize> = preds
+                .iter()
+                .filter_map(|x| x.1)
+                .map(|q| argmax(&q))
+                .collect();
+            let share = |v: &[usize], c: usize| v.iter().filter(|t| **t == c).count() as f64 / n;
             for (c, name) in RiskClass::NAMES.iter().enumerate() {
-                obs.insert(
-                    name.to_string(),
-                    truth.iter().filter(|t| **t == c).count() as f64 / n,
-                );
-                predicted.insert(
-                    name.to_string(),
-                    p.iter().filter(|t| **t == c).count() as f64 / n,
-                );
+                obs.insert(name.to_string(), share(&truth, c));
+                predicted.insert(name.to_string(), share(&p, c));
+                likely_freq.insert(name.to_string(), share(&likely, c));
                 mean_p.insert(
                     name.to_string(),
                     preds.iter().filter_map(|x| x.1).map(|q| q[c]).sum::<f64>() / n,
@@ -1248,6 +1327,9 @@ fn report(
                 observed: obs,
                 predicted,
                 mean_probability: mean_p,
+                most_likely_accuracy: (likely.len() == truth.len())
+                    .then(|| accuracy(&likely, &truth)),
+                most_likely_predicted: likely_freq,
             });
         }
         _ => {

@@ -15,8 +15,10 @@
 //! calibration residuals of that regression turn its prediction into
 //! P(overrun > 0.10) and P(overrun > 0.25). Measured against an ordinal pair
 //! and one-vs-rest boosters on the demo backends it was the most accurate,
-//! and its class probabilities are calibrated by construction. Linear models
-//! and the CART tree remain as baselines and references.
+//! and its class probabilities are calibrated by construction. The answered
+//! class weighs those probabilities so that each class is answered about as
+//! often as it occurs (`OverrunRisk::decision_weights`). Linear models and
+//! the CART tree remain as baselines and references.
 
 use std::collections::BTreeMap;
 
@@ -125,6 +127,18 @@ pub(crate) struct OverrunRisk {
     /// Sorted signed calibration residuals (truth - prediction) of `overrun`
     /// on its log scale, per calibration group.
     pub residuals: Vec<Vec<f64>>,
+    /// Per-class weights of the answer: the class with the largest weighted
+    /// probability. Plain argmax almost never answers "medium", a narrow
+    /// band between two likelier ones, so it would predict far fewer medium
+    /// projects than occur; these weights are set on the calibration slice
+    /// so the answered classes occur as often as the observed ones.
+    /// Probabilities are not changed by them.
+    #[serde(default = "unit_weights")]
+    pub decision_weights: [f64; 3],
+}
+
+fn unit_weights() -> [f64; 3] {
+    [1.0; 3]
 }
 
 impl OverrunRisk {
@@ -137,6 +151,15 @@ impl OverrunRisk {
             .map_or(&[][..], Vec::as_slice);
         overrun_probabilities(z, sigmoid(cancel_logit), residuals)
     }
+
+    /// The answered class for probabilities `p`.
+    pub fn decide(&self, p: &[f64; 3]) -> usize {
+        weighted_argmax(p, &self.decision_weights)
+    }
+}
+
+pub(crate) fn weighted_argmax(p: &[f64; 3], w: &[f64; 3]) -> usize {
+    argmax(&[p[0] * w[0], p[1] * w[1], p[2] * w[2]])
 }
 
 /// Class probabilities when the log overrun is `z + r`, `r` drawn from the
@@ -372,11 +395,11 @@ impl TrainedModel {
             (Params::Overrun(o), _) => {
                 let (z, cancel) = (raw.scores[0], raw.scores[1]);
                 let p = o.probabilities(z, cancel, row);
-                let best = argmax(&p);
+                let best = o.decide(&p);
                 let by_cancel = best == 2 && sigmoid(cancel) > p[2] - sigmoid(cancel);
                 let parts = &raw.contributions[usize::from(by_cancel)];
                 let parts = &parts[..parts.len().saturating_sub(1)];
-                self.risk_prediction(&row.values, p, parts)
+                self.risk_prediction(&row.values, p, best, parts)
             }
             (Params::Ordinal(_), _) => {
                 let p = ordinal_probabilities(raw.scores[0], raw.scores[1]);
@@ -386,7 +409,7 @@ impl TrainedModel {
                     1 => raw.contributions[0].clone(),
                     _ => raw.contributions[1].clone(),
                 };
-                self.risk_prediction(&row.values, p, &contributions)
+                self.risk_prediction(&row.values, p, best, &contributions)
             }
             (params, target) => {
                 let (value, interval, contributions) = match params {
@@ -476,9 +499,15 @@ impl TrainedModel {
     /// The largest contributions by magnitude (ties by feature order).
     /// A risk answer: the most probable class, all three probabilities, and
     /// the top contributions behind it.
-    fn risk_prediction(&self, values: &[f64], p: [f64; 3], contributions: &[f64]) -> Prediction {
+    fn risk_prediction(
+        &self,
+        values: &[f64],
+        p: [f64; 3],
+        class: usize,
+        contributions: &[f64],
+    ) -> Prediction {
         Prediction {
-            class: Some(RiskClass::NAMES[argmax(&p)].to_string()),
+            class: RiskClass::NAMES.get(class).map(|c| c.to_string()),
             probabilities: Some(
                 RiskClass::NAMES
                     .iter()

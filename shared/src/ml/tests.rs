@@ -597,17 +597,23 @@ fn constant_baseline(target: Target) -> &'static str {
 
 /// On 2,000 demo projects every target beats the plain baselines (median or
 /// majority, and the linear model on the planning attributes) by at least
-/// 30% (MAE, or error rate for risk), and the intervals cover within a few
-/// points of their level on the hold-out.
+/// 30% (MAE, or error rate for risk; 25% over the planning model for risk,
+/// whose answers follow the observed class frequencies rather than the
+/// most probable class), and the intervals cover within a few points of
+/// their level on the hold-out.
 #[tokio::test]
 async fn beats_plain_baselines_by_thirty_percent() {
     let (_demo, set) = fitted_demo(2000, 42).await;
     for target in Target::ALL {
         let (_, report) = train(target, &set, &opts(target)).unwrap();
         show(&report);
-        for name in [constant_baseline(target), "linear_planning"] {
+        let planning = if target == Target::Risk { 0.25 } else { 0.30 };
+        for (name, at_least) in [
+            (constant_baseline(target), 0.30),
+            ("linear_planning", planning),
+        ] {
             assert!(
-                gain_over(&report, name) >= 0.30,
+                gain_over(&report, name) >= at_least,
                 "{target}: {:.4} vs {name} {:.4} is {:.1}% better",
                 report.holdout,
                 report.baselines[name],
@@ -625,20 +631,36 @@ async fn beats_plain_baselines_by_thirty_percent() {
     }
 }
 
-/// On 5,000 demo projects of another seed the boosters also beat the linear
-/// model on every feature (progress included) by a clear margin, and the
-/// intervals cover within 3 points of their level.
+/// On 5,000 demo projects of another seed the regression boosters also beat
+/// the linear model on every feature (progress included) by a clear margin
+/// and their intervals cover within 3 points of their level. Risk answers
+/// each class about as often as it occurs, at a bounded price in accuracy
+/// against answering the most probable class.
 #[tokio::test]
 async fn beats_the_linear_model_on_all_features_at_five_thousand() {
     let (_demo, set) = fitted_demo(5000, 7).await;
     for target in Target::ALL {
         let (_, report) = train(target, &set, &opts(target)).unwrap();
         show(&report);
-        for (name, at_least) in [
-            (constant_baseline(target), 0.30),
-            ("linear_planning", 0.30),
-            ("linear_all_features", 0.08),
-        ] {
+        let margins = match target {
+            Target::Risk => [(constant_baseline(target), 0.30), ("linear_planning", 0.25)].to_vec(),
+            _ => [
+                (constant_baseline(target), 0.30),
+                ("linear_planning", 0.30),
+                ("linear_all_features", 0.08),
+            ]
+            .to_vec(),
+        };
+        if let Some(f) = &report.class_frequencies {
+            for (class, observed) in &f.observed {
+                let answered = f.predicted[class];
+                assert!((answered - observed).abs() <= 0.04, "{class}: {f:?}");
+            }
+            let likely = f.most_likely_accuracy.unwrap();
+            assert!(report.holdout >= likely - 0.035, "{f:?}");
+            assert!(report.macro_f1.unwrap() >= 0.6, "{:?}", report.macro_f1);
+        }
+        for (name, at_least) in margins {
             assert!(
                 gain_over(&report, name) >= at_least,
                 "{target}: {:.4} vs {name} {:.4} is {:.1}% better",
