@@ -55,7 +55,9 @@ async fn fits_are_logged_registered_and_aliased_in_mlflow() {
             ])
             .arg("--backend-store-uri")
             .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
-            .arg("--default-artifact-root")
+            // The server proxies artifacts (`mlflow-artifacts:` run URIs),
+            // as `mlflow server` does by default, into this folder.
+            .arg("--artifacts-destination")
             .arg(dir.join("artifacts"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -115,6 +117,54 @@ async fn fits_are_logged_registered_and_aliased_in_mlflow() {
     assert!(
         params.iter().any(|p| p["key"] == "feature_set_version"),
         "{run}"
+    );
+
+    // The artifact itself is in the run, byte for byte the one registered.
+    assert_eq!(exported["artifact_uploaded"], true, "{exported}");
+    let listed: Value = http
+        .get(format!("{base}/api/2.0/mlflow/artifacts/list"))
+        .query(&[("run_id", run_id), ("path", "model")])
+        .send()
+        .await
+        .expect("artifacts/list")
+        .json()
+        .await
+        .expect("json");
+    let files: Vec<&str> = listed["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .collect();
+    assert!(files.contains(&"model/MLmodel"), "{listed}");
+    let artifact = files
+        .iter()
+        .find(|f| f.ends_with(".json"))
+        .unwrap_or_else(|| panic!("no model file in {listed}"));
+    let artifact_uri = run["run"]["info"]["artifact_uri"]
+        .as_str()
+        .expect("artifact uri");
+    let prefix = artifact_uri
+        .strip_prefix("mlflow-artifacts:")
+        .expect("proxied artifact uri")
+        .trim_start_matches('/');
+    let bytes = http
+        .get(format!(
+            "{base}/api/2.0/mlflow-artifacts/artifacts/{prefix}/{artifact}"
+        ))
+        .send()
+        .await
+        .expect("download")
+        .bytes()
+        .await
+        .expect("bytes");
+    let (s, version) = c.get("/api/v1/models/risk/versions/1").await;
+    assert_eq!(s, 200, "{version}");
+    use sha2::Digest;
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&bytes)),
+        version["artifact_sha256"].as_str().expect("sha"),
+        "uploaded artifact differs from the registered one"
     );
 
     // The first risk model is promoted (test gates), so the alias points at it.

@@ -29,6 +29,10 @@ pub struct FitRecord<'a> {
     pub metrics: Vec<(String, f64)>,
     pub tags: Vec<(String, String)>,
     pub artifact_uri: String,
+    /// The artifact file on this host, uploaded to the run when the server
+    /// serves artifacts.
+    pub artifact_file: std::path::PathBuf,
+    pub artifact_sha256: String,
 }
 
 /// Where a fit landed in MLflow.
@@ -38,6 +42,9 @@ pub struct Exported {
     pub run_id: String,
     pub registered_model: String,
     pub model_version: String,
+    /// Whether the artifact was uploaded into the run (the server proxies
+    /// artifacts); otherwise the run only names it in a tag.
+    pub artifact_uploaded: bool,
 }
 
 impl Mlflow {
@@ -162,10 +169,22 @@ impl Mlflow {
             .iter()
             .map(|(k, v)| json!({"key": k, "value": truncate(v, 6000)}))
             .collect();
-        // The artifact stays in MODEL_STORAGE_PATH (checksummed there); the
-        // run records where, since MLflow only accepts model sources under
-        // the run's own artifact location.
-        let tags = vec![json!({"key": "rpa_ml.artifact_uri", "value": fit.artifact_uri})];
+        // The artifact in MODEL_STORAGE_PATH stays the one served
+        // (checksummed there); a copy goes into the run's `model/` folder
+        // when the server proxies artifacts (`mlflow-artifacts:` URIs, the
+        // default of `mlflow server`). Other artifact stores are the
+        // server's own business, so the run then only names the file.
+        let artifact_uploaded = match proxied_path(&run_artifacts) {
+            Some(prefix) => {
+                self.upload_model(&prefix, &run_id, fit).await?;
+                true
+            }
+            None => false,
+        };
+        let tags = vec![
+            json!({"key": "rpa_ml.artifact_uri", "value": fit.artifact_uri}),
+            json!({"key": "rpa_ml.artifact_uploaded", "value": artifact_uploaded.to_string()}),
+        ];
         self.call(
             reqwest::Method::POST,
             "runs/log-batch",
@@ -201,7 +220,56 @@ impl Mlflow {
                 .as_str()
                 .unwrap_or_default()
                 .to_string(),
+            artifact_uploaded,
         })
+    }
+
+    /// Puts the artifact and an `MLmodel` descriptor under `model/` of the
+    /// run whose proxied artifact path is `prefix`.
+    async fn upload_model(
+        &self,
+        prefix: &str,
+        run_id: &str,
+        fit: &FitRecord<'_>,
+    ) -> Result<(), MlflowError> {
+        let err = |message: String| MlflowError::Request {
+            endpoint: "mlflow-artifacts/artifacts".into(),
+            message,
+        };
+        let bytes = tokio::fs::read(&fit.artifact_file)
+            .await
+            .map_err(|e| err(format!("{}: {e}", fit.artifact_file.display())))?;
+        let file = fit
+            .artifact_file
+            .file_name()
+            .map_or_else(|| "model.json".into(), |n| n.to_string_lossy().into_owned());
+        let descriptor = format!(
+            "artifact_path: model\nrun_id: {run_id}\nutc_time_created: '{}'\nflavors:\n  rpa_ml:\n    artifact: {file}\n    sha256: {}\n    format: rpa-ml TrainedModel JSON\n    loader: rpa-ml (Rust); not a Python flavor\n",
+            chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.6f"),
+            fit.artifact_sha256,
+        );
+        for (name, body) in [(file.as_str(), bytes), ("MLmodel", descriptor.into_bytes())] {
+            let url = format!(
+                "{}/api/2.0/mlflow-artifacts/artifacts/{prefix}/model/{name}",
+                self.base
+            );
+            let resp = self
+                .http
+                .put(&url)
+                .timeout(Duration::from_secs(60))
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            if !resp.status().is_success() {
+                let status = resp.status();
+                return Err(err(format!(
+                    "{status}: {}",
+                    truncate(&resp.text().await.unwrap_or_default(), 500)
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Moves the `production` alias to a registered version.
@@ -216,6 +284,20 @@ impl Mlflow {
     }
 }
 
+/// The path under the server's artifact proxy of a run artifact URI such
+/// as `mlflow-artifacts:/1/abc/artifacts` or
+/// `mlflow-artifacts://host:5000/1/abc/artifacts`; `None` for any other
+/// store.
+fn proxied_path(uri: &str) -> Option<String> {
+    let rest = uri.strip_prefix("mlflow-artifacts:")?;
+    let rest = match rest.strip_prefix("//") {
+        Some(with_host) => &with_host[with_host.find('/')?..],
+        None => rest,
+    };
+    let path = rest.trim_matches('/');
+    (!path.is_empty() && !path.split('/').any(|p| p == "..")).then(|| path.to_string())
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
@@ -225,4 +307,25 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     s[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proxied_path;
+
+    #[test]
+    fn proxied_artifact_uris_map_to_their_path() {
+        assert_eq!(
+            proxied_path("mlflow-artifacts:/1/abc/artifacts").as_deref(),
+            Some("1/abc/artifacts")
+        );
+        assert_eq!(
+            proxied_path("mlflow-artifacts://mlflow:5000/1/abc/artifacts").as_deref(),
+            Some("1/abc/artifacts")
+        );
+        assert_eq!(proxied_path("/var/mlruns/1/abc/artifacts"), None);
+        assert_eq!(proxied_path("s3://bucket/1/abc/artifacts"), None);
+        assert_eq!(proxied_path("mlflow-artifacts:/../etc"), None);
+        assert_eq!(proxied_path("mlflow-artifacts://host"), None);
+    }
 }

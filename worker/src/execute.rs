@@ -592,6 +592,8 @@ async fn export_to_mlflow(
             ("rpa_ml.artifact_sha256".into(), row.artifact_sha256.clone()),
         ],
         artifact_uri: format!("file://{artifact}"),
+        artifact_file: artifact.clone().into(),
+        artifact_sha256: row.artifact_sha256.clone(),
     };
     let value = match mlflow.log_fit(&fit).await {
         Ok(exported) => {
