@@ -208,6 +208,10 @@ pub struct TrainReport {
     #[serde(default)]
     pub interval_mean_width: Option<BTreeMap<String, f64>>,
     pub macro_f1: Option<f64>,
+    /// Risk: macro-F1 of each baseline on the same rows (the constant
+    /// baseline answers one class; the linear ones their most probable).
+    #[serde(default)]
+    pub baseline_macro_f1: Option<BTreeMap<String, f64>>,
     #[serde(default)]
     pub class_frequencies: Option<ClassFrequencies>,
     /// Up to [`HOLDOUT_PAIRS`] hold-out rows, evenly spaced:
@@ -1271,7 +1275,7 @@ fn report(
 
     let mut baselines = BTreeMap::new();
     let mut references = BTreeMap::new();
-    let (mut macro_f1_v, mut freqs) = (None, None);
+    let (mut macro_f1_v, mut freqs, mut baseline_f1) = (None, None, None);
     let (constant_name, planning_name) = match target {
         Target::Risk => ("majority", "linear_planning"),
         _ => ("median", "linear_planning"),
@@ -1290,12 +1294,21 @@ fn report(
                 constant_name.to_string(),
                 accuracy(&vec![majority; truth.len()], &truth),
             );
-            if let Some(a) = logistic_baseline(s, FIRST_PROGRESS_FEATURE) {
-                baselines.insert(planning_name.to_string(), a);
+            let mut f1s = BTreeMap::new();
+            f1s.insert(
+                constant_name.to_string(),
+                macro_f1(&vec![majority; truth.len()], &truth, 3),
+            );
+            for (name, width) in [
+                (planning_name, FIRST_PROGRESS_FEATURE),
+                ("linear_all_features", feature_names().len()),
+            ] {
+                if let Some(answers) = logistic_baseline(s, width) {
+                    baselines.insert(name.to_string(), accuracy(&answers, &truth));
+                    f1s.insert(name.to_string(), macro_f1(&answers, &truth, 3));
+                }
             }
-            if let Some(a) = logistic_baseline(s, feature_names().len()) {
-                baselines.insert("linear_all_features".to_string(), a);
-            }
+            baseline_f1 = Some(f1s);
             let tree = fit_tree(s);
             let tp: Vec<usize> = s
                 .eval
@@ -1392,6 +1405,7 @@ fn report(
         interval_coverage: None,
         interval_mean_width: None,
         macro_f1: macro_f1_v,
+        baseline_macro_f1: baseline_f1,
         class_frequencies: freqs,
         holdout_pairs: holdout_pairs(target, set, s, &pred),
         start_snapshot_holdout: start_metric.is_finite().then_some(start_metric),
@@ -1474,26 +1488,26 @@ fn linear_baseline(
     Ok(mae(&pred, &s.eval_y))
 }
 
-/// Accuracy of an ordinal pair of logistic regressions on the first `width`
-/// features; `None` if either cannot be fitted.
-fn logistic_baseline(s: &Split<'_>, width: usize) -> Option<f64> {
+/// The answers (most probable class) of an ordinal pair of logistic
+/// regressions on the first `width` features for the hold-out rows; `None`
+/// if either cannot be fitted.
+fn logistic_baseline(s: &Split<'_>, width: usize) -> Option<Vec<usize>> {
     let rows: Vec<&[f64]> = s.train.iter().map(|r| &r.values[..width]).collect();
     let ge: Vec<bool> = s.train_y.iter().map(|y| *y >= 1.0).collect();
     let hi: Vec<bool> = s.train_y.iter().map(|y| *y >= 2.0).collect();
     let a = fit_logistic(&rows, &ge, width).ok()?;
     let b = fit_logistic(&rows, &hi, width).ok()?;
-    let pred: Vec<usize> = s
-        .eval
-        .iter()
-        .map(|r| {
-            argmax(&ordinal_probabilities(
-                a.predict(&r.values),
-                b.predict(&r.values),
-            ))
-        })
-        .collect();
-    let truth: Vec<usize> = s.eval_y.iter().map(|y| *y as usize).collect();
-    Some(accuracy(&pred, &truth))
+    Some(
+        s.eval
+            .iter()
+            .map(|r| {
+                argmax(&ordinal_probabilities(
+                    a.predict(&r.values),
+                    b.predict(&r.values),
+                ))
+            })
+            .collect(),
+    )
 }
 
 /// The reference CART tree for risk on all training rows.
