@@ -169,6 +169,14 @@ function renderWorkers(data) {
     "version", "started", "last heartbeat"], rows));
 }
 
+// Every baseline on the same hold-out rows (and, for risk, its macro-F1).
+function baselinesTitle(m) {
+  const f1 = m.baseline_macro_f1 || {};
+  return Object.entries(m.baselines || {})
+    .map(([name, v]) => `${name}: ${num(v, 4)}${f1[name] === undefined ? "" : `, macro-F1 ${num(f1[name], 3)}`}`)
+    .join("\n");
+}
+
 function renderModels(data) {
   const parts = [];
   for (const [target, t] of Object.entries(data.targets)) {
@@ -182,8 +190,9 @@ function renderModels(data) {
         el("td", { class: `stage-${v.stage}` }, v.stage),
         el("td", {}, v.learner),
         el("td", {}, m.metric || "–"),
-        el("td", { class: "num" }, num(m.holdout, 4)),
-        el("td", { class: "num", title: m.baseline_name || "" }, num(m.baseline, 4)),
+        el("td", { class: "num", title: m.macro_f1 === undefined || m.macro_f1 === null ? "" : `macro-F1 ${num(m.macro_f1, 3)}` }, num(m.holdout, 4)),
+        el("td", { class: "num", title: baselinesTitle(m) }, num(m.baseline, 4),
+          el("span", { class: "sub muted" }, m.baseline_name || "")),
         el("td", { class: "num" }, `${higher ? "≥" : "≤"} ${num(m.threshold, 4)}`),
         el("td", {}, m.passed === undefined ? "–" : (m.passed ? el("span", { class: "ok" }, "passed") : el("span", { class: "error" }, "failed"))),
         el("td", { class: "num" }, m.improvement_over_baseline === undefined ? "–" : `${(100 * m.improvement_over_baseline).toFixed(1)} %`),
