@@ -20,6 +20,12 @@ pub(crate) async fn cached_set(projects: usize, seed: u64) -> TrainingSet {
     build_training_set(&db).await.unwrap()
 }
 
+/// The demo set the experiments run on: `LAB_PROJECTS` (5,000) projects
+/// of seed `LAB_SEED` (42).
+async fn lab_set() -> TrainingSet {
+    cached_set(env("LAB_PROJECTS", 5000), env("LAB_SEED", 42) as u64).await
+}
+
 pub(crate) struct LabSplit<'a> {
     pub train: Vec<&'a Snapshot>,
     pub ty: Vec<f64>,
@@ -190,6 +196,43 @@ fn buckets(eval: &[&Snapshot], pred: &[f64], y: &[f64]) -> String {
     out
 }
 
+/// A regression target's lab split, its rows as slices and as forust
+/// columns, and the lowest value the target can take.
+struct RegressionLab<'a> {
+    s: LabSplit<'a>,
+    rows: Vec<&'a [f64]>,
+    erows: Vec<&'a [f64]>,
+    x: Columns,
+    ex: Columns,
+    floor: f64,
+}
+
+fn regression_lab(set: &TrainingSet, target: Target) -> RegressionLab<'_> {
+    let width = feature_names().len();
+    let s = lab_split(set, target);
+    let rows: Vec<&[f64]> = s.train.iter().map(|r| r.values.as_slice()).collect();
+    let erows: Vec<&[f64]> = s.eval.iter().map(|r| r.values.as_slice()).collect();
+    RegressionLab {
+        x: Columns::from_rows(&rows, width),
+        ex: Columns::from_rows(&erows, width),
+        floor: if target == Target::CompletionTime {
+            0.0
+        } else {
+            -1.0
+        },
+        s,
+        rows,
+        erows,
+    }
+}
+
+/// `z` standardized, with its mean and standard deviation.
+fn standardized(z: &[f64]) -> (Vec<f64>, f64, f64) {
+    let m = z.iter().sum::<f64>() / z.len() as f64;
+    let sd = (z.iter().map(|v| (v - m).powi(2)).sum::<f64>() / z.len() as f64).sqrt();
+    (z.iter().map(|v| (v - m) / sd).collect(), m, sd)
+}
+
 /// Transform of the target for fitting and its inverse.
 #[derive(Clone, Copy, Debug)]
 enum Tf {
@@ -216,21 +259,17 @@ fn inv(tf: Tf, z: f64, floor: f64) -> f64 {
 #[tokio::test]
 #[ignore]
 async fn lab_variants() {
-    let n = env("LAB_PROJECTS", 5000);
-    let seed = env("LAB_SEED", 42) as u64;
-    let set = cached_set(n, seed).await;
+    let set = lab_set().await;
     let width = feature_names().len();
     for target in [Target::CompletionTime, Target::BudgetVariance] {
-        let floor = if target == Target::CompletionTime {
-            0.0
-        } else {
-            -1.0
-        };
-        let s = lab_split(&set, target);
-        let rows: Vec<&[f64]> = s.train.iter().map(|r| r.values.as_slice()).collect();
-        let erows: Vec<&[f64]> = s.eval.iter().map(|r| r.values.as_slice()).collect();
-        let x = Columns::from_rows(&rows, width);
-        let ex = Columns::from_rows(&erows, width);
+        let RegressionLab {
+            s,
+            rows,
+            erows,
+            x,
+            ex,
+            floor,
+        } = regression_lab(&set, target);
         let med = {
             let mut v = s.ty.clone();
             v.sort_by(f64::total_cmp);
@@ -251,9 +290,7 @@ async fn lab_variants() {
         );
         for tf in [Tf::Raw, Tf::Log1p, Tf::Sqrt] {
             let z: Vec<f64> = s.ty.iter().map(|y| fwd(tf, *y, floor)).collect();
-            let zm = z.iter().sum::<f64>() / z.len() as f64;
-            let zs = (z.iter().map(|v| (v - zm).powi(2)).sum::<f64>() / z.len() as f64).sqrt();
-            let zz: Vec<f64> = z.iter().map(|v| (v - zm) / zs).collect();
+            let (zz, zm, zs) = standardized(&z);
             let params = BoostParams {
                 max_depth: 5,
                 ..BoostParams::DEFAULT
@@ -300,9 +337,7 @@ fn sig(v: f64) -> f64 {
 #[tokio::test]
 #[ignore]
 async fn lab_risk() {
-    let n = env("LAB_PROJECTS", 5000);
-    let seed = env("LAB_SEED", 42) as u64;
-    let set = cached_set(n, seed).await;
+    let set = lab_set().await;
     let width = feature_names().len();
     let s = lab_split(&set, Target::Risk);
     let rows: Vec<&[f64]> = s.train.iter().map(|r| r.values.as_slice()).collect();
@@ -391,9 +426,7 @@ async fn lab_risk() {
 async fn lab_compare() {
     use super::fit::{Fitted, default_params, fit_ordinal, fit_tree, split};
     use super::model::Params;
-    let n = env("LAB_PROJECTS", 5000);
-    let seed = env("LAB_SEED", 42) as u64;
-    let set = cached_set(n, seed).await;
+    let set = lab_set().await;
     let width = feature_names().len();
     let size = |m: &TrainedModel| serde_json::to_vec(m).unwrap().len() as f64 / 1024.0;
     let line = |t: Target, name: &str, metric: f64, fit: f64, kb: f64| {
@@ -470,25 +503,19 @@ async fn lab_compare() {
 #[tokio::test]
 #[ignore]
 async fn lab_capacity() {
-    let n = env("LAB_PROJECTS", 5000);
-    let seed = env("LAB_SEED", 42) as u64;
-    let set = cached_set(n, seed).await;
+    let set = lab_set().await;
     let width = feature_names().len();
     for target in [Target::CompletionTime, Target::BudgetVariance] {
-        let floor = if target == Target::CompletionTime {
-            0.0
-        } else {
-            -1.0
-        };
-        let s = lab_split(&set, target);
-        let rows: Vec<&[f64]> = s.train.iter().map(|r| r.values.as_slice()).collect();
-        let erows: Vec<&[f64]> = s.eval.iter().map(|r| r.values.as_slice()).collect();
-        let x = Columns::from_rows(&rows, width);
-        let ex = Columns::from_rows(&erows, width);
+        let RegressionLab {
+            s,
+            rows,
+            erows,
+            x,
+            ex,
+            floor,
+        } = regression_lab(&set, target);
         let z: Vec<f64> = s.ty.iter().map(|y| fwd(Tf::Log1p, *y, floor)).collect();
-        let zm = z.iter().sum::<f64>() / z.len() as f64;
-        let zs = (z.iter().map(|v| (v - zm).powi(2)).sum::<f64>() / z.len() as f64).sqrt();
-        let zz: Vec<f64> = z.iter().map(|v| (v - zm) / zs).collect();
+        let (zz, zm, zs) = standardized(&z);
         let (ols, _) = fit_linear(&rows, &s.ty, width).unwrap();
         let lin: Vec<f64> = erows.iter().map(|r| ols.predict(r).max(floor)).collect();
         println!("{target} OLS mae={:.4}", mae(&lin, &s.ey));

@@ -587,6 +587,22 @@ fn gain_over(report: &TrainReport, name: &str) -> f64 {
     }
 }
 
+/// Asserts the report's model gains at least `at_least` over each named
+/// baseline.
+fn assert_gains(report: &TrainReport, margins: &[(&str, f64)]) {
+    for (name, at_least) in margins {
+        let gain = gain_over(report, name);
+        assert!(
+            gain >= *at_least,
+            "{}: {:.4} vs {name} {:.4} is {:.1}% better",
+            report.target,
+            report.holdout,
+            report.baselines[*name],
+            100.0 * gain
+        );
+    }
+}
+
 fn constant_baseline(target: Target) -> &'static str {
     if target == Target::Risk {
         "majority"
@@ -608,18 +624,13 @@ async fn beats_plain_baselines_by_thirty_percent() {
         let (_, report) = train(target, &set, &opts(target)).unwrap();
         show(&report);
         let planning = if target == Target::Risk { 0.25 } else { 0.30 };
-        for (name, at_least) in [
-            (constant_baseline(target), 0.30),
-            ("linear_planning", planning),
-        ] {
-            assert!(
-                gain_over(&report, name) >= at_least,
-                "{target}: {:.4} vs {name} {:.4} is {:.1}% better",
-                report.holdout,
-                report.baselines[name],
-                100.0 * gain_over(&report, name)
-            );
-        }
+        assert_gains(
+            &report,
+            &[
+                (constant_baseline(target), 0.30),
+                ("linear_planning", planning),
+            ],
+        );
         assert_eq!(
             report.improvement_over_baseline,
             gain_over(&report, &report.baseline_name)
@@ -660,15 +671,7 @@ async fn beats_the_linear_model_on_all_features_at_five_thousand() {
             assert!(report.holdout >= likely - 0.035, "{f:?}");
             assert!(report.macro_f1.unwrap() >= 0.6, "{:?}", report.macro_f1);
         }
-        for (name, at_least) in margins {
-            assert!(
-                gain_over(&report, name) >= at_least,
-                "{target}: {:.4} vs {name} {:.4} is {:.1}% better",
-                report.holdout,
-                report.baselines[name],
-                100.0 * gain_over(&report, name)
-            );
-        }
+        assert_gains(&report, &margins);
         if let Some(c) = &report.interval_coverage {
             assert!((c["0.8"] - 0.8).abs() <= 0.03, "{target} {c:?}");
             assert!((c["0.9"] - 0.9).abs() <= 0.03, "{target} {c:?}");
