@@ -290,6 +290,33 @@ pub(crate) fn split(target: Target, set: &TrainingSet) -> Split<'_> {
     s
 }
 
+/// The distinct projects of `rows`, in index order.
+fn projects_of(rows: &[&Snapshot]) -> Vec<usize> {
+    let mut p: Vec<usize> = rows.iter().map(|r| r.project).collect();
+    p.sort_unstable();
+    p.dedup();
+    p
+}
+
+/// `projects` split into the older ones and the most recently closed
+/// `share` of them (by end date, ties by id), like the hold-out; `None`
+/// unless the newest part has at least `min` projects and two are left.
+fn newest_share(
+    set: &TrainingSet,
+    projects: &[usize],
+    share: f64,
+    min: usize,
+) -> Option<(Vec<usize>, Vec<usize>)> {
+    let mut by_end = projects.to_vec();
+    by_end.sort_by_key(|&i| (set.projects[i].end, set.projects[i].id));
+    let n = ((by_end.len() as f64) * share).round() as usize;
+    if n < min || n + 2 > by_end.len() {
+        return None;
+    }
+    let newest = by_end.split_off(by_end.len() - n);
+    Some((by_end, newest))
+}
+
 fn values<'a>(rows: &[&'a Snapshot]) -> Vec<&'a [f64]> {
     rows.iter().map(|r| r.values.as_slice()).collect()
 }
@@ -665,16 +692,11 @@ pub(crate) fn calibrate_overrun(
     seed: u64,
     share: f64,
 ) -> Result<Option<RiskCalibration>, TrainError> {
-    let mut train_projects: Vec<usize> = s.train.iter().map(|r| r.project).collect();
-    train_projects.sort_unstable();
-    train_projects.dedup();
-    train_projects.sort_by_key(|&i| (set.projects[i].end, set.projects[i].id));
-    let n_cal = ((train_projects.len() as f64) * share).round() as usize;
-    if n_cal < 2 || n_cal + 2 > train_projects.len() {
+    let Some((_, newest)) = newest_share(set, &projects_of(&s.train), share, 2) else {
         return Ok(None);
-    }
+    };
     let mut is_cal = vec![false; set.projects.len()];
-    for &i in &train_projects[train_projects.len() - n_cal..] {
+    for i in newest {
         is_cal[i] = true;
     }
     let mut fit_rows = Vec::new();
@@ -705,27 +727,14 @@ pub(crate) fn calibrate_overrun(
     else {
         return Ok(None);
     };
-    let z = centres(&r.overrun, &cal_rows);
-    let group: Vec<usize> = cal_rows
-        .iter()
-        .map(|row| calibration_group(row.elapsed_days, &row.values))
-        .collect();
+    let scores = RiskScores::new(&r, &cal_rows, &cal_overrun);
     let mut groups = vec![Vec::new(); CALIBRATION_GROUPS];
-    for ((o, z), g) in cal_overrun.iter().zip(&z).zip(&group) {
-        if let Some(o) = o {
-            groups[*g].push(r.overrun.transform.forward(*o) - z);
-        }
+    for (g, e) in &scores.residuals {
+        groups[*g].push(*e);
     }
     let groups = residual_groups(groups);
-    let cancel = r.cancel.predict(&Columns::from_rows(
-        &values(&cal_rows),
-        feature_names().len(),
-    ));
-    let p: Vec<[f64; 3]> = (0..cal_rows.len())
-        .map(|i| overrun_probabilities(z[i], sigmoid(cancel[i]), &groups[group[i]]))
-        .collect();
     Ok(Some(RiskCalibration {
-        weights: decision_weights(&p, &cal_class),
+        weights: decision_weights(&scores.probabilities(&groups), &cal_class),
         residuals: groups,
     }))
 }
@@ -779,11 +788,10 @@ fn decision_weights(p: &[[f64; 3]], truth: &[usize]) -> [f64; 3] {
     best.map_or([1.0; 3], |(_, _, w)| w)
 }
 
-/// Predictions of `m` on `rows`, on its transformed scale.
-fn centres(m: &BoostedRegressor, rows: &[&Snapshot]) -> Vec<f64> {
-    let x = Columns::from_rows(&values(rows), feature_names().len());
+/// Predictions of `m` on `x`, on its transformed scale.
+fn centres(m: &BoostedRegressor, x: &Columns) -> Vec<f64> {
     m.booster
-        .predict(&x)
+        .predict(x)
         .iter()
         .map(|score| m.mean + m.sd * score)
         .collect()
@@ -791,7 +799,8 @@ fn centres(m: &BoostedRegressor, rows: &[&Snapshot]) -> Vec<f64> {
 
 /// Signed residuals of `m` on `rows`, on its transformed scale.
 fn residuals(m: &BoostedRegressor, rows: &[&Snapshot], truth: &[f64]) -> Vec<f64> {
-    centres(m, rows)
+    let x = Columns::from_rows(&values(rows), feature_names().len());
+    centres(m, &x)
         .iter()
         .zip(truth)
         .map(|(c, y)| m.transform.forward(*y) - c)
@@ -813,9 +822,7 @@ fn holdout_conformal(
     let Params::Boosted(m) = &mut model.params else {
         return None;
     };
-    let mut projects: Vec<usize> = s.eval.iter().map(|r| r.project).collect();
-    projects.sort_unstable();
-    projects.dedup();
+    let mut projects = projects_of(&s.eval);
     projects.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0xc04e_7a6e));
     let half: BTreeMap<usize, usize> = projects
         .iter()
@@ -921,9 +928,7 @@ fn search(
     s: &Split<'_>,
     opts: &TrainOptions,
 ) -> Result<CvReport, TrainError> {
-    let mut projects: Vec<usize> = s.train.iter().map(|r| r.project).collect();
-    projects.sort_unstable();
-    projects.dedup();
+    let projects = projects_of(&s.train);
     let mut shuffled = projects.clone();
     shuffled.shuffle(&mut ChaCha8Rng::seed_from_u64(opts.seed ^ 0xf01d_5eed));
     let sample = CvSample::folds(set, &shuffled[..shuffled.len().min(CV_MAX_PROJECTS)]);
@@ -1031,17 +1036,10 @@ impl CvSample {
     /// `projects`, validate on those (in `CONFIRM_FOLDS` seeded folds).
     fn most_recent(set: &TrainingSet, projects: &[usize], seed: u64) -> Option<Self> {
         const CONFIRM_FOLDS: usize = 5;
-        let mut by_end = projects.to_vec();
-        by_end.sort_by_key(|&i| (set.projects[i].end, set.projects[i].id));
-        let n_val = ((by_end.len() as f64) * CONFIRM_SHARE).round() as usize;
-        if n_val < CONFIRM_FOLDS * 2 || n_val + 2 > by_end.len() {
-            return None;
-        }
-        let (older, recent) = by_end.split_at(by_end.len() - n_val);
-        let mut recent = recent.to_vec();
+        let (older, mut recent) = newest_share(set, projects, CONFIRM_SHARE, CONFIRM_FOLDS * 2)?;
         recent.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x002e_ce47));
         let mut fold_of = vec![usize::MAX; set.projects.len()];
-        for &p in older {
+        for p in older {
             fold_of[p] = CONFIRM_FOLDS;
         }
         for (k, &p) in recent.iter().enumerate() {
@@ -1050,7 +1048,7 @@ impl CvSample {
         Some(CvSample {
             fold_of,
             folds: CONFIRM_FOLDS,
-            projects: by_end.len(),
+            projects: projects.len(),
             one_fit: true,
         })
     }
@@ -1119,28 +1117,19 @@ impl CvSample {
         let metrics: Vec<f64> = (0..per_fold.len())
             .map(|k| match &per_fold[k] {
                 FoldScores::Metric(m) => *m,
-                FoldScores::Risk {
-                    truth,
-                    group,
-                    z,
-                    cancel,
-                    ..
-                } => {
+                FoldScores::Risk { truth, scores } => {
                     let mut groups = vec![Vec::new(); CALIBRATION_GROUPS];
                     for (j, other) in per_fold.iter().enumerate() {
-                        if let (true, FoldScores::Risk { residuals, .. }) = (j != k, other) {
-                            for (g, r) in residuals {
+                        if let (true, FoldScores::Risk { scores, .. }) = (j != k, other) {
+                            for (g, r) in &scores.residuals {
                                 groups[*g].push(*r);
                             }
                         }
                     }
-                    let groups = residual_groups(groups);
-                    let pred: Vec<f64> = (0..truth.len())
-                        .map(|i| {
-                            let p =
-                                overrun_probabilities(z[i], sigmoid(cancel[i]), &groups[group[i]]);
-                            argmax(&p) as f64
-                        })
+                    let pred: Vec<f64> = scores
+                        .probabilities(&residual_groups(groups))
+                        .iter()
+                        .map(|p| argmax(p) as f64)
                         .collect();
                     metric_of(target, &pred, truth)
                 }
@@ -1178,27 +1167,10 @@ impl Scorer {
                 let pred: Vec<f64> = predict_rows(model, val).iter().map(|p| p.0).collect();
                 FoldScores::Metric(metric_of(target, &pred, &val_y))
             }
-            Scorer::Risk(r) => {
-                let group: Vec<usize> = val
-                    .iter()
-                    .map(|r| calibration_group(r.elapsed_days, &r.values))
-                    .collect();
-                let z = centres(&r.overrun, val);
-                let residuals = val_overrun
-                    .iter()
-                    .zip(&z)
-                    .zip(&group)
-                    .filter_map(|((o, z), g)| o.map(|o| (*g, r.overrun.transform.forward(o) - z)))
-                    .collect();
-                let x = Columns::from_rows(&values(val), feature_names().len());
-                FoldScores::Risk {
-                    truth: val_y,
-                    group,
-                    z,
-                    cancel: r.cancel.predict(&x),
-                    residuals,
-                }
-            }
+            Scorer::Risk(r) => FoldScores::Risk {
+                truth: val_y,
+                scores: RiskScores::new(r, val, val_overrun),
+            },
         }
     }
 }
@@ -1210,16 +1182,52 @@ fn sigmoid(v: f64) -> f64 {
 /// One validation fold of a search trial.
 enum FoldScores {
     Metric(f64),
-    Risk {
-        truth: Vec<f64>,
-        /// Calibration group per row.
-        group: Vec<usize>,
-        /// Predicted log overrun and cancellation log-odds per row.
-        z: Vec<f64>,
-        cancel: Vec<f64>,
-        /// (calibration group, signed log residual) of completed rows.
-        residuals: Vec<(usize, f64)>,
-    },
+    Risk { truth: Vec<f64>, scores: RiskScores },
+}
+
+/// A risk model's raw scores on some rows.
+struct RiskScores {
+    /// Calibration group per row.
+    group: Vec<usize>,
+    /// Predicted log overrun and cancellation log-odds per row.
+    z: Vec<f64>,
+    cancel: Vec<f64>,
+    /// (calibration group, signed log residual) of the rows whose overrun
+    /// is known (completed projects).
+    residuals: Vec<(usize, f64)>,
+}
+
+impl RiskScores {
+    fn new(r: &OverrunRisk, rows: &[&Snapshot], overrun: &[Option<f64>]) -> Self {
+        let x = Columns::from_rows(&values(rows), feature_names().len());
+        let z = centres(&r.overrun, &x);
+        let group: Vec<usize> = rows
+            .iter()
+            .map(|row| calibration_group(row.elapsed_days, &row.values))
+            .collect();
+        let residuals = overrun
+            .iter()
+            .zip(&z)
+            .zip(&group)
+            .filter_map(|((o, z), g)| o.map(|o| (*g, r.overrun.transform.forward(o) - z)))
+            .collect();
+        RiskScores {
+            cancel: r.cancel.predict(&x),
+            group,
+            z,
+            residuals,
+        }
+    }
+
+    /// Class probabilities per row, with `groups` (sorted residuals per
+    /// calibration group) as the overrun's spread.
+    fn probabilities(&self, groups: &[Vec<f64>]) -> Vec<[f64; 3]> {
+        (0..self.z.len())
+            .map(|i| {
+                overrun_probabilities(self.z[i], sigmoid(self.cancel[i]), &groups[self.group[i]])
+            })
+            .collect()
+    }
 }
 
 /// Hold-out rows kept in a report for the predicted-vs-actual chart.
