@@ -53,13 +53,46 @@ impl FromStr for QueueName {
 
 /// Job kinds, each with a stable name (stored in the jobs table and the
 /// queue message; renaming one is a migration).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Everything the roles need to know about a kind, besides its payload
+/// (below) and its handler (`worker/src/jobs/`), is in [`JobKind::spec`].
+/// Adding a kind: a variant here, a row in `spec`, a payload variant in
+/// [`JobPayload`]; the compiler then points at the handler dispatch and the
+/// scheduler's schedule table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     Predict,
     Retrain,
     Drift,
     Maintenance,
+}
+
+/// When a second job of a kind collapses onto an active (queued or running)
+/// one instead of being created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dedup {
+    /// Never: two predictions for the same projects are two questions asked
+    /// at two moments.
+    Never,
+    /// One active job of the kind at a time: a second drift check or
+    /// maintenance pass while one waits says nothing more.
+    PerKind,
+    /// One active job per set of targets.
+    PerTargets,
+}
+
+/// One row of the job-kind table.
+#[derive(Debug, Clone, Copy)]
+pub struct KindSpec {
+    pub name: &'static str,
+    pub queue: QueueName,
+    pub dedup: Dedup,
+    /// A running job of this kind reads cancellation marks at checkpoints;
+    /// one without checkpoints can only be cancelled while queued.
+    pub checkpoints: bool,
+    /// One line for the OpenAPI document and the ops page.
+    pub summary: &'static str,
 }
 
 impl JobKind {
@@ -70,21 +103,50 @@ impl JobKind {
         JobKind::Maintenance,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn spec(self) -> KindSpec {
         match self {
-            JobKind::Predict => "predict",
-            JobKind::Retrain => "retrain",
-            JobKind::Drift => "drift",
-            JobKind::Maintenance => "maintenance",
+            JobKind::Predict => KindSpec {
+                name: "predict",
+                queue: QueueName::Predict,
+                dedup: Dedup::Never,
+                checkpoints: true,
+                summary: "score projects for one or more targets with the production models",
+            },
+            JobKind::Retrain => KindSpec {
+                name: "retrain",
+                queue: QueueName::Train,
+                dedup: Dedup::PerTargets,
+                checkpoints: true,
+                summary: "fit, evaluate and register new model versions of some targets",
+            },
+            JobKind::Drift => KindSpec {
+                name: "drift",
+                queue: QueueName::Maintenance,
+                dedup: Dedup::PerKind,
+                checkpoints: false,
+                summary: "compare recent projects with each production model's reference",
+            },
+            JobKind::Maintenance => KindSpec {
+                name: "maintenance",
+                queue: QueueName::Maintenance,
+                dedup: Dedup::PerKind,
+                checkpoints: false,
+                summary: "result and model retention, and one reconciliation sweep",
+            },
         }
     }
 
-    pub fn queue(self) -> QueueName {
-        match self {
-            JobKind::Predict => QueueName::Predict,
-            JobKind::Retrain => QueueName::Train,
-            JobKind::Drift | JobKind::Maintenance => QueueName::Maintenance,
-        }
+    pub const fn as_str(self) -> &'static str {
+        self.spec().name
+    }
+
+    pub const fn queue(self) -> QueueName {
+        self.spec().queue
+    }
+
+    /// The kind names, for messages and documents.
+    pub fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|k| k.as_str()).collect()
     }
 }
 
@@ -97,15 +159,15 @@ impl fmt::Display for JobKind {
 impl FromStr for JobKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "predict" => Ok(JobKind::Predict),
-            "retrain" => Ok(JobKind::Retrain),
-            "drift" => Ok(JobKind::Drift),
-            "maintenance" => Ok(JobKind::Maintenance),
-            other => Err(format!(
-                "unknown job kind {other:?}; expected predict, retrain, drift or maintenance"
-            )),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown job kind {s:?}; expected one of {}",
+                    Self::names().join(", ")
+                )
+            })
     }
 }
 
@@ -124,6 +186,15 @@ pub enum JobState {
 }
 
 impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Dead,
+        JobState::Cancelled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Queued => "queued",
@@ -149,15 +220,16 @@ impl fmt::Display for JobState {
 impl FromStr for JobState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "queued" => JobState::Queued,
-            "running" => JobState::Running,
-            "succeeded" => JobState::Succeeded,
-            "failed" => JobState::Failed,
-            "dead" => JobState::Dead,
-            "cancelled" => JobState::Cancelled,
-            other => return Err(format!("unknown job state {other:?}")),
-        })
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|k| k.as_str()).collect();
+                format!(
+                    "unknown job state {s:?}; expected one of {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -221,24 +293,31 @@ impl JobPayload {
         }
     }
 
-    /// Key that makes a second identical job collapse onto the first while
-    /// it is still queued or running. Only retrains deduplicate: two
-    /// predictions for the same projects are two questions asked at two
-    /// moments. A drift check or maintenance pass already waiting makes a
-    /// second one pointless.
-    pub fn dedup_key(&self) -> Option<String> {
+    /// The targets a job is about, for kinds that have them.
+    pub fn targets(&self) -> Option<&BTreeSet<Target>> {
         match self {
-            JobPayload::Predict(_) => None,
-            JobPayload::Drift(_) => Some("drift".into()),
-            JobPayload::Maintenance(_) => Some("maintenance".into()),
-            JobPayload::Retrain(r) => Some(format!(
-                "retrain:{}",
-                r.targets
-                    .iter()
+            JobPayload::Predict(p) => Some(&p.targets),
+            JobPayload::Retrain(r) => Some(&r.targets),
+            JobPayload::Drift(_) | JobPayload::Maintenance(_) => None,
+        }
+    }
+
+    /// Key that makes a second identical job collapse onto the first while
+    /// it is still queued or running (see [`Dedup`]).
+    pub fn dedup_key(&self) -> Option<String> {
+        let kind = self.kind();
+        match kind.spec().dedup {
+            Dedup::Never => None,
+            Dedup::PerKind => Some(kind.as_str().to_string()),
+            Dedup::PerTargets => {
+                let targets: Vec<&str> = self
+                    .targets()
+                    .into_iter()
+                    .flatten()
                     .map(|t| t.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )),
+                    .collect();
+                Some(format!("{kind}:{}", targets.join(",")))
+            }
         }
     }
 }

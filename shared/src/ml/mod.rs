@@ -14,6 +14,7 @@ mod linear;
 mod metrics;
 mod model;
 mod monitor;
+mod settings;
 mod snapshot;
 mod target;
 mod training;
@@ -28,8 +29,9 @@ pub use fit::{
 };
 pub use model::{Contribution, Prediction, TrainedModel};
 pub use monitor::{Actual, MonitoringData, monitoring_data, prediction_scalar, training_reference};
+pub use settings::{quality_gate, train_options};
 pub use snapshot::write_snapshot;
-pub use target::Target;
+pub use target::{Metric, Target};
 pub use training::{TrainingSet, build_training_set};
 
 #[cfg(test)]

@@ -30,8 +30,11 @@ pub fn prediction_scalar(target: Target, p: &Prediction) -> Option<f64> {
     }
 }
 
+/// The values a classification target's predictions take (class indices).
 fn categories(target: Target) -> Option<Vec<f64>> {
-    (target == Target::Risk).then(|| (0..RiskClass::NAMES.len()).map(|i| i as f64).collect())
+    target
+        .is_classification()
+        .then(|| (0..RiskClass::NAMES.len()).map(|i| i as f64).collect())
 }
 
 /// Features that follow the calendar, not the population: a team's track

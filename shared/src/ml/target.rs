@@ -3,7 +3,11 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// The three questions the backend asks about a project (DATA-CONTRACT.md).
+/// The three questions the backend asks about a project
+/// (docs/DATA-CONTRACT.md). Adding a target: a variant here and a row in
+/// each `match` below; the compiler then points at every place that must
+/// learn of it (its label in `training.rs`, its learner in `fit/`, its
+/// quality gate in `settings.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
@@ -20,6 +24,75 @@ impl Target {
             Target::CompletionTime => "completion_time",
             Target::BudgetVariance => "budget_variance",
             Target::Risk => "risk",
+        }
+    }
+
+    /// The path segment of its own predict route (`/api/v1/predict/{slug}`),
+    /// as the API this service replaces spelled it.
+    pub fn route_slug(&self) -> &'static str {
+        match self {
+            Target::CompletionTime => "completion-time",
+            Target::BudgetVariance => "budget-variance",
+            Target::Risk => "risk-score",
+        }
+    }
+
+    /// How its models are judged: the hold-out metric and the gate's direction.
+    pub fn metric(&self) -> Metric {
+        match self {
+            Target::CompletionTime | Target::BudgetVariance => Metric::Mae,
+            Target::Risk => Metric::Accuracy,
+        }
+    }
+
+    /// A class with probabilities rather than a number with an interval.
+    pub fn is_classification(&self) -> bool {
+        self.metric() == Metric::Accuracy
+    }
+
+    /// The names, for messages and documents.
+    pub fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|t| t.as_str()).collect()
+    }
+}
+
+/// The hold-out metric a target's models are judged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Mean absolute error: lower is better.
+    Mae,
+    /// Share of correct classes: higher is better.
+    Accuracy,
+}
+
+impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Mae => "mae",
+            Metric::Accuracy => "accuracy",
+        }
+    }
+
+    pub fn higher_is_better(self) -> bool {
+        self == Metric::Accuracy
+    }
+
+    /// Whether `a` is strictly better than `b` by this metric.
+    pub fn better(self, a: f64, b: f64) -> bool {
+        if self.higher_is_better() {
+            a > b
+        } else {
+            a < b
+        }
+    }
+
+    /// "min" when the quality gate is a floor, "max" when it is a ceiling.
+    pub fn gate_direction(self) -> &'static str {
+        if self.higher_is_better() {
+            "min"
+        } else {
+            "max"
         }
     }
 }
