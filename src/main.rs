@@ -3,6 +3,8 @@
 mod bench;
 mod cli;
 mod roles;
+mod setup;
+mod standalone;
 mod train;
 
 use clap::Parser;

@@ -19,7 +19,7 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(url) = &args.database_url {
         overrides.insert("DATABASE_URL".to_string(), url.clone());
     }
-    let config = crate::roles::load_config(&overrides)?;
+    let config = crate::setup::load_config(&overrides)?;
     if !args.json {
         rpa_ml_shared::telemetry::init(&config.log_level, config.log_format)?;
     }
@@ -45,7 +45,7 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<()> {
     let extract_seconds = started.elapsed().as_secs_f64();
     let mut reports: BTreeMap<String, Value> = BTreeMap::new();
     for target in targets {
-        let opts = rpa_ml_worker::execute::train_options(&config, target);
+        let opts = ml::train_options(&config, target);
         let set = set.clone();
         let fitted = tokio::task::spawn_blocking(move || ml::train(target, &set, &opts)).await?;
         match fitted {

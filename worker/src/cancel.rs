@@ -4,8 +4,8 @@
 //! and ends `cancelled`. A job requeued after a transient failure with the
 //! mark set stops at its first checkpoint.
 
-use crate::WorkerState;
-use crate::execute::JobError;
+use crate::outcome::JobError;
+use crate::state::WorkerState;
 use rpa_ml_shared::store::JobRow;
 
 /// Err([`JobError::Cancelled`]) when the job was asked to stop.

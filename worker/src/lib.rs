@@ -1,97 +1,22 @@
 //! The worker role: takes job messages off the queues, moves job rows through
 //! their states, and does the work (feature extraction, fitting, scoring).
+//!
+//! - `runner`: one supervised apalis worker per served queue, the roster
+//!   heartbeat, the reconciler loop, graceful shutdown;
+//! - `kernel`: one message → claim the row, run its handler, record the
+//!   outcome;
+//! - `jobs/`: one file per job kind (the handlers);
+//! - `models`: production models loaded once per process, and retention.
 
 pub mod cancel;
-pub mod drift;
-pub mod execute;
-pub mod maintenance;
+pub mod jobs;
+pub mod kernel;
 pub mod metrics_server;
 pub mod models;
+pub mod outcome;
 pub mod reconcile;
 pub mod runner;
+pub mod state;
 
 pub use runner::{WorkerOptions, run};
-
-use std::sync::Arc;
-
-use rpa_ml_shared::backend::BackendDb;
-use rpa_ml_shared::config::Config;
-use rpa_ml_shared::queue::Queue;
-use rpa_ml_shared::store::Store;
-
-/// Everything a job handler needs, shared by all tasks of one process.
-pub struct WorkerState {
-    pub config: Arc<Config>,
-    pub store: Store,
-    pub queue: Queue,
-    pub backend: BackendDb,
-    pub models: models::ModelCache,
-    /// This process's name in the roster and in `jobs.worker`.
-    pub name: String,
-    pub faults: Faults,
-    /// Set when MLFLOW_TRACKING_URI is an http(s) URL.
-    pub mlflow: Option<rpa_ml_shared::mlflow::Mlflow>,
-}
-
-/// Fault injection for the durability tests, off unless set:
-/// `RPA_ML_FAULT_DELAY_MS` holds every job that long after its claim (so a
-/// test can kill a worker that holds jobs); `RPA_ML_FAULT_ABORT=1` aborts
-/// the process when a job starts (a job that kills its worker).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Faults {
-    pub delay: Option<std::time::Duration>,
-    pub abort: bool,
-}
-
-impl Faults {
-    pub fn from_env() -> Self {
-        let delay = std::env::var("RPA_ML_FAULT_DELAY_MS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|ms| *ms > 0)
-            .map(std::time::Duration::from_millis);
-        let abort = std::env::var("RPA_ML_FAULT_ABORT").is_ok_and(|v| v == "1");
-        if delay.is_some() || abort {
-            tracing::warn!(?delay, abort, "fault injection is on (test setting)");
-        }
-        Faults { delay, abort }
-    }
-}
-
-impl WorkerState {
-    pub fn new(
-        config: Arc<Config>,
-        store: Store,
-        queue: Queue,
-        backend: BackendDb,
-        name: String,
-    ) -> Arc<Self> {
-        Arc::new(WorkerState {
-            models: models::ModelCache::new(store.clone()),
-            store,
-            queue,
-            backend,
-            name,
-            faults: Faults::from_env(),
-            config: config.clone(),
-            mlflow: rpa_ml_shared::mlflow::Mlflow::from_config(
-                config.mlflow_tracking_uri.as_deref(),
-                &config.mlflow_experiment_name,
-            ),
-        })
-    }
-}
-
-/// A unique name per process start: host, pid and a random suffix, so a
-/// restarted worker never collides with its predecessor's registration.
-pub fn process_name() -> String {
-    let host = hostname();
-    let suffix = ulid::Ulid::new().to_string();
-    format!(
-        "{host}-{}-{}",
-        std::process::id(),
-        &suffix[suffix.len() - 6..]
-    )
-}
-
-pub use rpa_ml_shared::telemetry::hostname;
+pub use state::{Faults, WorkerState, process_name};

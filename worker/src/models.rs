@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rpa_ml_shared::ml::{Target, TrainedModel, load_artifact};
-use rpa_ml_shared::store::{ModelRow, ModelStage, Store};
+use rpa_ml_shared::store::{ModelRow, ModelStage, Store, StoreError};
 
 const POINTER_TTL: Duration = Duration::from_secs(2);
 
@@ -183,4 +183,21 @@ impl ModelCache {
             inner.pointers.remove(&target);
         }
     }
+}
+
+/// Applies `MODEL_RETENTION` (`keep`) to one target: the newest versions
+/// and the production one stay; older rows and their artifacts go. Returns
+/// the versions removed. Callers log a failure rather than fail: a new
+/// model is registered whether or not old ones could be removed.
+pub async fn prune(store: &Store, target: Target, keep: usize) -> Result<Vec<i32>, StoreError> {
+    let removed = store.prune_models(target, keep).await?;
+    for m in &removed {
+        if let Err(e) = std::fs::remove_file(&m.artifact_path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(model.target = %target, model.version = m.version, error = %e, "could not remove artifact");
+        }
+        tracing::info!(model.target = %target, model.version = m.version, "model version removed by retention");
+    }
+    Ok(removed.into_iter().map(|m| m.version).collect())
 }

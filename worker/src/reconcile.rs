@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use rpa_ml_shared::jobs::{JobMessage, JobState};
 use rpa_ml_shared::queue::Presence;
 
-use crate::WorkerState;
+use crate::state::WorkerState;
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct ReconcileReport {

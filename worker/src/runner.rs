@@ -14,9 +14,9 @@ use rpa_ml_shared::jobs::{JobMessage, JobState, QueueName};
 use rpa_ml_shared::queue::Queue;
 use rpa_ml_shared::store::WorkerRow;
 
-use crate::WorkerState;
-use crate::execute::handle_message;
+use crate::kernel::handle_message;
 use crate::reconcile;
+use crate::state::WorkerState;
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -37,7 +37,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let roster = WorkerRow {
         name: state.name.clone(),
-        host: crate::hostname(),
+        host: rpa_ml_shared::telemetry::hostname(),
         pid: std::process::id() as i32,
         queues: opts
             .queues

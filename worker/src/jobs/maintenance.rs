@@ -12,9 +12,10 @@ use rpa_ml_shared::jobs::MaintenanceJob;
 use rpa_ml_shared::ml::Target;
 use rpa_ml_shared::store::{JobRow, RetentionCutoffs};
 
-use crate::WorkerState;
-use crate::execute::{JobError, Outcome, prune};
+use crate::models::prune;
+use crate::outcome::{JobError, Outcome};
 use crate::reconcile::reconcile_once;
+use crate::state::WorkerState;
 
 pub async fn run(
     state: &WorkerState,
@@ -52,7 +53,7 @@ pub async fn run(
         .await;
     let mut models = BTreeMap::new();
     for target in Target::ALL {
-        match prune(state, target).await {
+        match prune(&state.store, target, config.model_retention).await {
             Ok(removed) => {
                 models.insert(target.as_str(), json!(removed));
             }

@@ -20,8 +20,8 @@ use rpa_ml_shared::ml::{
 };
 use rpa_ml_shared::store::{DriftReportRow, JobRow, ModelRow, StoredPrediction};
 
-use crate::WorkerState;
-use crate::execute::{JobError, Outcome};
+use crate::outcome::{JobError, Outcome};
+use crate::state::WorkerState;
 
 /// Pairs of predicted and actual outcome kept in a report (for a chart).
 const MAX_PAIRS: usize = 500;
@@ -311,7 +311,7 @@ async fn realised(
     // Most recently closed first, so the kept pairs are the newest.
     pairs.sort_by(|a, b| b.1.end.cmp(&a.1.end).then(a.0.cmp(&b.0)));
     let holdout = row.metrics.get("holdout").and_then(Value::as_f64);
-    let (metric, value, json_pairs) = if target == Target::Risk {
+    let (metric, value, json_pairs) = if target.is_classification() {
         let scored: Vec<(i64, String, &'static str)> = pairs
             .iter()
             .filter_map(|(id, a, _, c)| Some((*id, c.clone()?, a.class?)))
@@ -323,7 +323,7 @@ async fn realised(
             .take(MAX_PAIRS)
             .map(|(id, p, a)| json!({"project_id": id, "predicted": p, "actual": a}))
             .collect();
-        ("accuracy", value, json_pairs)
+        (target.metric().as_str(), value, json_pairs)
     } else {
         let scored: Vec<(i64, f64, f64)> = pairs
             .iter()
@@ -337,9 +337,9 @@ async fn realised(
             .take(MAX_PAIRS)
             .map(|(id, p, a)| json!({"project_id": id, "predicted": p, "actual": a}))
             .collect();
-        ("mae", value, json_pairs)
+        (target.metric().as_str(), value, json_pairs)
     };
-    let projects = if target == Target::Risk {
+    let projects = if target.is_classification() {
         pairs.iter().filter(|p| p.3.is_some()).count()
     } else {
         pairs.iter().filter(|p| p.2.is_some()).count()

@@ -1,0 +1,117 @@
+//! What every role does before its loop: load the configuration, open the
+//! store, the queue and the backend database, and listen for shutdown.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, bail};
+use tokio_util::sync::CancellationToken;
+
+use rpa_ml_shared::backend::BackendDb;
+use rpa_ml_shared::config::Config;
+use rpa_ml_shared::queue::{Queue, QueueSettings};
+use rpa_ml_shared::store::Store;
+
+/// `.env` (if present), then the process environment, then `overrides`.
+pub fn load_config(overrides: &HashMap<String, String>) -> anyhow::Result<Config> {
+    let mut vars = Config::env_vars().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    vars.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Config::from_vars(&vars).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+}
+
+/// Open connections shared by the roles of one process.
+pub struct Connections {
+    pub store: Store,
+    pub queue: Queue,
+    pub backend: BackendDb,
+}
+
+pub async fn connect(config: &Config) -> anyhow::Result<Connections> {
+    let store = Store::connect(&config.ml_store_url, 16)
+        .await
+        .with_context(|| {
+            format!(
+                "ML_STORE_URL: cannot open {}",
+                rpa_ml_shared::config::redact_url(&config.ml_store_url)
+            )
+        })?;
+    store.migrate().await.context("migrating the ML store")?;
+    let queue = match (&config.redis_url, &store) {
+        (Some(url), _) => Queue::connect_redis(
+            url,
+            &QueueSettings {
+                prefix: config.queue_prefix.clone(),
+                response_timeout: config.redis_response_timeout,
+            },
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "REDIS_URL: cannot connect to {}",
+                rpa_ml_shared::config::redact_url(url)
+            )
+        })?,
+        (None, Store::Sqlite(_)) => {
+            // apalis-sqlite keeps its own migration history, so the queue
+            // lives in its own file beside the store.
+            let path = embedded_queue_path(&config.ml_store_url);
+            Queue::connect_sqlite_file(&path)
+                .await
+                .with_context(|| format!("setting up the embedded queue in {path}"))?
+        }
+        (None, Store::Postgres(_)) => bail!(
+            "REDIS_URL: required when ML_STORE_URL is PostgreSQL (the embedded queue lives in a SQLite ML store)"
+        ),
+    };
+    let backend = BackendDb::connect(&config.database_url, 8)
+        .await
+        .with_context(|| {
+            format!(
+                "DATABASE_URL: cannot open {}",
+                rpa_ml_shared::config::redact_url(&config.database_url)
+            )
+        })?;
+    Ok(Connections {
+        store,
+        queue,
+        backend,
+    })
+}
+
+/// `data/ml-store.sqlite` → `data/ml-store-queue.sqlite`.
+fn embedded_queue_path(store_url: &str) -> String {
+    let path = rpa_ml_shared::store::sqlite_path(store_url);
+    match path
+        .strip_suffix(".sqlite")
+        .or_else(|| path.strip_suffix(".db"))
+    {
+        Some(stem) => format!("{stem}-queue.sqlite"),
+        None => format!("{path}-queue.sqlite"),
+    }
+}
+
+/// Cancelled on SIGTERM or Ctrl-C.
+pub fn shutdown_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        tracing::info!("shutdown signal received; finishing in-flight work");
+        t.cancel();
+    });
+    token
+}
