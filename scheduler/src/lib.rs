@@ -5,6 +5,9 @@
 //! - `DRIFT_CRON` → a `drift` check (queue `maintenance`);
 //! - `MAINTENANCE_CRON` → a `maintenance` pass (queue `maintenance`).
 //!
+//! Which kinds run on a schedule, and what a tick enqueues, is the table in
+//! [`scheduled`].
+//!
 //! Any number of replicas may run. Each tick is claimed in the ML store's
 //! `schedule_ticks` table, whose primary key (schedule, tick time) is the
 //! idempotency key: exactly one replica wins the insert and enqueues. The
@@ -24,7 +27,7 @@ use cron::Schedule;
 use tokio_util::sync::CancellationToken;
 
 use rpa_ml_shared::config::Config;
-use rpa_ml_shared::jobs::{DriftJob, JobPayload, MaintenanceJob, RetrainJob};
+use rpa_ml_shared::jobs::{DriftJob, JobKind, JobPayload, MaintenanceJob, RetrainJob};
 use rpa_ml_shared::ml::Target;
 use rpa_ml_shared::queue::Queue;
 use rpa_ml_shared::store::Store;
@@ -36,56 +39,57 @@ const RETRY_EVERY: Duration = Duration::from_secs(5);
 /// A claimed tick with no job after this long was abandoned by its claimer.
 const ABANDONED_AFTER: chrono::Duration = chrono::Duration::seconds(60);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Retrain,
-    Drift,
-    Maintenance,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Retrain => "retrain",
-            Kind::Drift => "drift",
-            Kind::Maintenance => "maintenance",
-        }
-    }
-
-    fn payload(self, at: DateTime<Utc>) -> JobPayload {
-        let reason = format!("scheduler {}", at.to_rfc3339());
-        match self {
-            Kind::Retrain => JobPayload::Retrain(RetrainJob {
+/// The job a tick enqueues, per kind the scheduler runs: its variable, its
+/// cron expression and its payload. `None`: the kind runs only on request.
+fn scheduled(
+    kind: JobKind,
+    config: &Config,
+    reason: String,
+) -> Option<(&'static str, &str, JobPayload)> {
+    match kind {
+        JobKind::Predict => None,
+        JobKind::Retrain => Some((
+            "RETRAIN_CRON",
+            &config.retrain_cron,
+            JobPayload::Retrain(RetrainJob {
                 targets: Target::ALL.into_iter().collect(),
                 reason,
             }),
-            Kind::Drift => JobPayload::Drift(DriftJob { reason }),
-            Kind::Maintenance => JobPayload::Maintenance(MaintenanceJob { reason }),
-        }
+        )),
+        JobKind::Drift => Some((
+            "DRIFT_CRON",
+            &config.drift_cron,
+            JobPayload::Drift(DriftJob { reason }),
+        )),
+        JobKind::Maintenance => Some((
+            "MAINTENANCE_CRON",
+            &config.maintenance_cron,
+            JobPayload::Maintenance(MaintenanceJob { reason }),
+        )),
     }
 }
 
+fn tick_reason(at: DateTime<Utc>) -> String {
+    format!("scheduler {}", at.to_rfc3339())
+}
+
 struct Entry {
-    kind: Kind,
+    kind: JobKind,
     schedule: Schedule,
 }
 
-/// Parses the three schedules; an invalid one is named by its variable.
+/// Parses every kind's schedule; an invalid one is named by its variable.
 fn schedules(config: &Config) -> anyhow::Result<Vec<Entry>> {
-    Ok(vec![
-        Entry {
-            kind: Kind::Retrain,
-            schedule: parse("RETRAIN_CRON", &config.retrain_cron)?,
-        },
-        Entry {
-            kind: Kind::Drift,
-            schedule: parse("DRIFT_CRON", &config.drift_cron)?,
-        },
-        Entry {
-            kind: Kind::Maintenance,
-            schedule: parse("MAINTENANCE_CRON", &config.maintenance_cron)?,
-        },
-    ])
+    let mut out = Vec::new();
+    for kind in JobKind::ALL {
+        if let Some((var, expr, _)) = scheduled(kind, config, String::new()) {
+            out.push(Entry {
+                kind,
+                schedule: parse(var, expr)?,
+            });
+        }
+    }
+    Ok(out)
 }
 
 pub async fn run(
@@ -112,20 +116,20 @@ pub async fn run(
 
     // Ticks that could not be enqueued yet: tried again until they are
     // older than the catch-up window.
-    let mut pending: Vec<(Kind, DateTime<Utc>)> = Vec::new();
+    let mut pending: Vec<(JobKind, DateTime<Utc>)> = Vec::new();
     let start = Utc::now();
     for e in &entries {
         if let Some(next) = e.schedule.after(&start).next() {
-            tracing::info!(schedule = e.kind.name(), next = %next, scheduler = %me, "scheduled");
+            tracing::info!(schedule = e.kind.as_str(), next = %next, scheduler = %me, "scheduled");
         }
-        match store.last_tick(e.kind.name()).await {
+        match store.last_tick(e.kind.as_str()).await {
             Ok(last) => {
                 if let Some(at) = missed_tick(&e.schedule, last, start, max_age) {
-                    tracing::info!(schedule = e.kind.name(), tick = %at, "catching up a tick missed while no scheduler ran");
+                    tracing::info!(schedule = e.kind.as_str(), tick = %at, "catching up a tick missed while no scheduler ran");
                     pending.push((e.kind, at));
                 }
             }
-            Err(err) => tracing::warn!(schedule = e.kind.name(), error = %err,
+            Err(err) => tracing::warn!(schedule = e.kind.as_str(), error = %err,
                 "could not read the last tick; no catch-up this start"),
         }
     }
@@ -140,7 +144,7 @@ pub async fn run(
         let mut still = Vec::new();
         for (kind, at) in pending.drain(..) {
             if now - at > max_age {
-                tracing::error!(schedule = kind.name(), tick = %at,
+                tracing::error!(schedule = kind.as_str(), tick = %at,
                     "tick could not be enqueued within SCHEDULER_CATCHUP_MAX_AGE_SECS; dropped");
             } else if !ctx.fire(kind, at).await {
                 still.push((kind, at));
@@ -204,7 +208,7 @@ impl Ctx<'_> {
         entries: &[Entry],
         now: DateTime<Utc>,
         max_age: chrono::Duration,
-        pending: &mut Vec<(Kind, DateTime<Utc>)>,
+        pending: &mut Vec<(JobKind, DateTime<Utc>)>,
     ) {
         let claimed_before = now - ABANDONED_AFTER;
         let ticks = match self
@@ -219,7 +223,7 @@ impl Ctx<'_> {
             }
         };
         for (name, at) in ticks {
-            let Some(kind) = entries.iter().map(|e| e.kind).find(|k| k.name() == name) else {
+            let Some(kind) = entries.iter().map(|e| e.kind).find(|k| k.as_str() == name) else {
                 continue;
             };
             if pending.contains(&(kind, at)) {
@@ -235,8 +239,8 @@ impl Ctx<'_> {
     /// Claims and enqueues one tick. True when the tick is settled (this
     /// replica enqueued it, or another had already claimed it); false when
     /// it should be tried again.
-    async fn fire(&self, kind: Kind, at: DateTime<Utc>) -> bool {
-        let name = kind.name();
+    async fn fire(&self, kind: JobKind, at: DateTime<Utc>) -> bool {
+        let name = kind.as_str();
         match self.store.claim_tick(name, at, self.me).await {
             Ok(true) => {}
             Ok(false) => {
@@ -248,8 +252,11 @@ impl Ctx<'_> {
                 return false;
             }
         }
+        let Some((_, _, payload)) = scheduled(kind, self.config, tick_reason(at)) else {
+            return true;
+        };
         let max_attempts = self.config.job_max_attempts as i32;
-        match submit(self.store, self.queue, kind.payload(at), max_attempts, None).await {
+        match submit(self.store, self.queue, payload, max_attempts, None).await {
             Ok(s) => {
                 if s.created {
                     tracing::info!(schedule = name, tick = %at, job.id = %s.job.id, "scheduled job enqueued");
