@@ -7,7 +7,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 pub struct JsonBody<T>(pub T);
 
@@ -34,14 +34,12 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
     Bytes::from_request(req, state).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 "request body is larger than MAX_BODY_BYTES",
             )
         } else {
             ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 format!("could not read request body: {e}"),
             )
         }
@@ -54,16 +52,16 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let code = if inner.is_syntax() || inner.is_eof() {
-            "invalid_json"
+            ErrorCode::InvalidJson
         } else {
-            "validation_error"
+            ErrorCode::ValidationError
         };
         let message = if path.is_empty() || path == "." {
             format!("invalid request body: {inner}")
         } else {
             format!("invalid request body at `{path}`: {inner}")
         };
-        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+        ApiError::new(code, message)
     })
 }
 
@@ -78,8 +76,7 @@ where
         let bytes = read_body(req, state).await?;
         if bytes.is_empty() {
             return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
+                ErrorCode::InvalidJson,
                 "request body is empty; expected a JSON object",
             ));
         }

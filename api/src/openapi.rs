@@ -1,9 +1,23 @@
-//! The OpenAPI 3.1 document. Written by hand (the API is small) and checked
-//! against `routes::ROUTES` by a test, so the two cannot drift apart.
+//! The OpenAPI 3.1 document. Written by hand (the API is small); the lists
+//! in it (targets, per-target routes, job kinds and states, error codes)
+//! come from the same tables the code uses, and a test checks its paths
+//! against `routes::served`, so the two cannot drift apart.
 
-use serde_json::{Value, json};
+use axum::Json;
+use serde_json::{Map, Value, json};
 
-pub(crate) fn error_response(description: &str) -> Value {
+use rpa_ml_shared::jobs::{JobKind, JobState};
+use rpa_ml_shared::ml::Target;
+
+use crate::error::ErrorCode;
+use crate::routes::ops;
+
+/// `GET /api/v1/openapi.json`.
+pub async fn serve() -> Json<Value> {
+    Json(document())
+}
+
+fn error_response(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
 
@@ -96,13 +110,34 @@ fn drift_reports_schema() -> Value {
 
 pub fn document() -> Value {
     let mut doc = base_document();
-    if let (Some(paths), Value::Object(ops)) = (
-        doc.get_mut("paths").and_then(Value::as_object_mut),
-        crate::ops::openapi_paths(),
-    ) {
-        paths.extend(ops);
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for target in Target::ALL {
+            paths.insert(
+                format!("/api/v1/predict/{}", target.route_slug()),
+                predict_one(target.as_str()),
+            );
+        }
+        if let Value::Object(ops) = ops_paths() {
+            paths.extend(ops);
+        }
     }
     doc
+}
+
+/// Every error code with its status and meaning (`error.rs`'s table).
+fn error_codes() -> Value {
+    let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    let table: Map<String, Value> = ErrorCode::ALL
+        .iter()
+        .map(|c| {
+            let spec = c.spec();
+            (
+                spec.code.to_string(),
+                json!({"status": spec.status.as_u16(), "meaning": spec.meaning}),
+            )
+        })
+        .collect();
+    json!({"type": "string", "enum": codes, "x-codes": table})
 }
 
 fn base_document() -> Value {
@@ -126,9 +161,6 @@ fn base_document() -> Value {
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}}},
                 "responses": accepted(),
             }},
-            "/api/v1/predict/completion-time": predict_one("completion_time"),
-            "/api/v1/predict/budget-variance": predict_one("budget_variance"),
-            "/api/v1/predict/risk-score": predict_one("risk"),
             "/api/v1/jobs/{id}": {"get": {
                 "summary": "Job status and result",
                 "security": [{"bearer": []}, {"apiKey": []}],
@@ -196,9 +228,10 @@ fn base_document() -> Value {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
             },
             "schemas": {
-                "Target": {"type": "string", "enum": ["completion_time", "budget_variance", "risk"]},
+                "Target": {"type": "string", "enum": Target::names()},
+                "ErrorCode": error_codes(),
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object",
-                    "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+                    "required": ["code", "message"], "properties": {"code": {"$ref": "#/components/schemas/ErrorCode"}, "message": {"type": "string"}}}}},
                 "PredictRequest": {"type": "object", "required": ["targets"], "additionalProperties": false, "properties": {
                     "targets": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Target"}},
                     "project_ids": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1}},
@@ -213,8 +246,9 @@ fn base_document() -> Value {
                     "status_url": {"type": "string"}, "deduplicated": {"type": "boolean"}, "queue_error": {"type": "string"}}},
                 "DriftReports": drift_reports_schema(),
                 "Job": {"type": "object", "properties": {
-                    "job_id": {"type": "string"}, "kind": {"type": "string", "enum": ["predict", "retrain", "drift", "maintenance"]},
-                    "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "dead", "cancelled"]},
+                    "job_id": {"type": "string"}, "kind": {"type": "string", "enum": JobKind::names(),
+                        "description": JobKind::ALL.map(|k| format!("{}: {}", k.as_str(), k.spec().summary)).join("; ")},
+                    "status": {"type": "string", "enum": JobState::ALL.map(|s| s.as_str())},
                     "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"}, "progress": {"type": "number"},
                     "stage": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]},
                     "result": {"type": ["object", "null"]}, "created_at": {"type": "string"},
@@ -224,30 +258,62 @@ fn base_document() -> Value {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::routes::ROUTES;
-
-    #[test]
-    fn document_matches_routes() {
-        let doc = document();
-        let paths = doc["paths"].as_object().expect("paths");
-        let mut documented: Vec<(String, String)> = paths
-            .iter()
-            .flat_map(|(p, ops)| {
-                ops.as_object()
-                    .into_iter()
-                    .flat_map(|o| o.keys())
-                    .map(move |m| (m.clone(), p.clone()))
-            })
-            .collect();
-        documented.sort();
-        let mut served: Vec<(String, String)> = ROUTES
-            .iter()
-            .map(|(m, p)| (m.to_string(), p.to_string()))
-            .collect();
-        served.sort();
-        assert_eq!(documented, served);
-    }
+/// The operator routes (`routes/ops.rs`).
+fn ops_paths() -> Value {
+    let security = json!([{"bearer": []}, {"apiKey": []}]);
+    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
+    let html = |summary: &str, ty: &str| json!({"get": {"summary": summary, "responses": {"200": {"description": ty}}}});
+    let job_list = json!({"type": "object", "required": ["jobs", "next_cursor"], "properties": {
+        "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+        "next_cursor": {"type": ["string", "null"], "description": "pass as `cursor` for the next page; null on the last"}}});
+    json!({
+        "/": {"get": {"summary": "Redirects to the ops page", "responses": {"307": {"description": "to /ops"}}}},
+        "/ops": html("Ops page: queues, jobs, workers, models, drift (static; its data calls need the API key)", "HTML"),
+        "/ops/page.js": html("Ops page script", "JavaScript"),
+        "/ops/page.css": html("Ops page style sheet", "CSS"),
+        "/api/v1/queues": {"get": {
+            "summary": "Per queue: waiting, scheduled, running, failed, dead, cancelled, oldest waiting age, throughput (jobs table) and the transport's own counts",
+            "security": security,
+            "responses": {"200": {"description": "one entry per queue"}, "401": error_response("Missing or wrong API key"),
+                "503": error_response("The ML store is unavailable")}
+        }},
+        "/api/v1/jobs": {"get": {
+            "summary": "Jobs, newest first, filtered and paged by cursor (without results; GET /api/v1/jobs/{id} has them)",
+            "security": security,
+            "parameters": [
+                {"name": "state", "in": "query", "schema": {"type": "string"}, "description": format!("comma-separated: {}", JobState::ALL.map(|s| s.as_str()).join(", "))},
+                {"name": "kind", "in": "query", "schema": {"type": "string"}, "description": format!("comma-separated: {}", JobKind::names().join(", "))},
+                {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}, "description": "only jobs created at or after this RFC 3339 time"},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": ops::MAX_LIMIT, "default": ops::DEFAULT_LIMIT}},
+                {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "next_cursor of the previous page"}
+            ],
+            "responses": {"200": {"description": "a page of jobs", "content": {"application/json": {"schema": job_list}}},
+                "400": error_response("Unknown state or kind, bad since, limit or cursor"),
+                "401": error_response("Missing or wrong API key")}
+        }},
+        "/api/v1/jobs/{id}/retry": {"post": {
+            "summary": "Put a failed or dead job back in the queue: same id, fresh attempt budget, last error kept as previous_error, retries counted",
+            "security": security,
+            "parameters": [id.clone()],
+            "responses": {"202": {"description": "queued again", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
+                "401": error_response("Missing or wrong API key"),
+                "404": error_response("No such job"),
+                "409": error_response("The job is not failed or dead (the message names its state), or an identical job is active")}
+        }},
+        "/api/v1/jobs/{id}/cancel": {"post": {
+            "summary": "Cancel a job: a queued one never runs; a running predict or retrain stops at its next checkpoint and ends cancelled",
+            "security": security,
+            "parameters": [id],
+            "responses": {"200": {"description": "was queued; now cancelled", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
+                "202": {"description": "running; will stop at its next checkpoint", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
+                "401": error_response("Missing or wrong API key"),
+                "404": error_response("No such job"),
+                "409": error_response("Already finished, or a running job without checkpoints (drift, maintenance)")}
+        }},
+        "/api/v1/workers": {"get": {
+            "summary": "Worker processes: name, host, pid, queues, concurrency, version, started_at, last heartbeat, alive",
+            "security": security,
+            "responses": {"200": {"description": "the roster, most recently seen first"}, "401": error_response("Missing or wrong API key")}
+        }},
+    })
 }

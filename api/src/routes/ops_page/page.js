@@ -228,7 +228,10 @@ async function holdoutChart(target, version) {
   const caption = el("p", { class: "muted" },
     `production v${version}: predicted vs actual on ${pairs.length} hold-out rows (the most recently closed projects, never trained on)`);
   if (!pairs.length) return [el("p", { class: "muted" }, "no hold-out pairs recorded for this version")];
-  const chart = target === "risk" ? confusion(pairs) : scatter(pairs, `${target}: predicted vs actual on the hold-out`);
+  // Classes are strings (a confusion matrix), numbers a scatter plot.
+  const chart = typeof pairs[0].predicted === "string"
+    ? confusion(pairs)
+    : scatter(pairs, `${target}: predicted vs actual on the hold-out`);
   return [caption, chart];
 }
 

@@ -18,19 +18,19 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use rpa_ml_shared::jobs::{JobKind, JobMessage, JobState, QueueName};
-use rpa_ml_shared::store::{CancelOutcome, JobFilter, OpsJob, RetryOutcome};
+use rpa_ml_shared::store::{CancelOutcome, JobFilter, RetryOutcome};
 
-use crate::AppState;
-use crate::error::ApiError;
-use crate::routes::job_view;
+use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
+use crate::views::ops_view;
 
-const PAGE_HTML: &str = include_str!("ops/page.html");
-const PAGE_JS: &str = include_str!("ops/page.js");
-const PAGE_CSS: &str = include_str!("ops/page.css");
+const PAGE_HTML: &str = include_str!("ops_page/page.html");
+const PAGE_JS: &str = include_str!("ops_page/page.js");
+const PAGE_CSS: &str = include_str!("ops_page/page.css");
 
 /// Jobs per page unless `limit` says otherwise, and the most it may say.
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 500;
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 500;
 
 /// Routes that check the API key themselves (the page) or need none.
 pub fn public() -> Router<AppState> {
@@ -79,22 +79,6 @@ async fn script() -> Response {
 
 async fn style() -> Response {
     asset("text/css; charset=utf-8", PAGE_CSS)
-}
-
-/// A job in ops listings: the status view (without the result, which can be
-/// large; `GET /api/v1/jobs/{id}` has it) plus what ops actions left.
-fn ops_view(j: &OpsJob) -> Value {
-    let mut v = job_view(&j.job);
-    if let Value::Object(m) = &mut v {
-        m.remove("result");
-        m.insert("has_result".into(), json!(j.job.result.is_some()));
-        m.insert("retries".into(), json!(j.retries));
-        m.insert("previous_error".into(), json!(j.previous_error));
-        m.insert("cancel_requested_at".into(), json!(j.cancel_requested_at));
-        m.insert("run_at".into(), json!(j.job.run_at));
-        m.insert("worker".into(), json!(j.job.worker));
-    }
-    v
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,7 +179,7 @@ fn job_id(raw: &str) -> Result<String, ApiError> {
 }
 
 fn conflict(message: String) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, "invalid_job_state", message)
+    ApiError::new(ErrorCode::InvalidJobState, message)
 }
 
 /// Failed or dead jobs go back in the queue under the same id with a fresh
@@ -217,8 +201,7 @@ async fn retry(
         }
         RetryOutcome::Duplicate(s) => {
             return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "duplicate_active",
+                ErrorCode::DuplicateActive,
                 format!(
                     "job {id} is {s}, but an identical job is already queued or running; wait for that one"
                 ),
@@ -259,11 +242,10 @@ async fn cancel(
     let id = job_id(&id)?;
     if let Some(j) = state.store.get_job(&id).await?
         && j.state == JobState::Running
-        && matches!(j.kind, JobKind::Drift | JobKind::Maintenance)
+        && !j.kind.spec().checkpoints
     {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_cancellable",
+            ErrorCode::NotCancellable,
             format!(
                 "job {id} is a running {} job, which has no checkpoints; it ends on its own shortly",
                 j.kind
@@ -356,65 +338,4 @@ async fn workers(State(state): State<AppState>) -> Result<Json<Value>, ApiError>
         })
         .collect();
     Ok(Json(json!({"workers": workers})))
-}
-
-/// This module's part of the OpenAPI document (merged by `openapi.rs`).
-pub fn openapi_paths() -> Value {
-    use crate::openapi::error_response;
-    let security = json!([{"bearer": []}, {"apiKey": []}]);
-    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
-    let html = |summary: &str, ty: &str| json!({"get": {"summary": summary, "responses": {"200": {"description": ty}}}});
-    let job_list = json!({"type": "object", "required": ["jobs", "next_cursor"], "properties": {
-        "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
-        "next_cursor": {"type": ["string", "null"], "description": "pass as `cursor` for the next page; null on the last"}}});
-    json!({
-        "/": {"get": {"summary": "Redirects to the ops page", "responses": {"307": {"description": "to /ops"}}}},
-        "/ops": html("Ops page: queues, jobs, workers, models, drift (static; its data calls need the API key)", "HTML"),
-        "/ops/page.js": html("Ops page script", "JavaScript"),
-        "/ops/page.css": html("Ops page style sheet", "CSS"),
-        "/api/v1/queues": {"get": {
-            "summary": "Per queue: waiting, scheduled, running, failed, dead, cancelled, oldest waiting age, throughput (jobs table) and the transport's own counts",
-            "security": security,
-            "responses": {"200": {"description": "one entry per queue"}, "401": error_response("Missing or wrong API key"),
-                "503": error_response("The ML store is unavailable")}
-        }},
-        "/api/v1/jobs": {"get": {
-            "summary": "Jobs, newest first, filtered and paged by cursor (without results; GET /api/v1/jobs/{id} has them)",
-            "security": security,
-            "parameters": [
-                {"name": "state", "in": "query", "schema": {"type": "string"}, "description": "comma-separated: queued, running, succeeded, failed, dead, cancelled"},
-                {"name": "kind", "in": "query", "schema": {"type": "string"}, "description": "comma-separated: predict, retrain, drift, maintenance"},
-                {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}, "description": "only jobs created at or after this RFC 3339 time"},
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}},
-                {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "next_cursor of the previous page"}
-            ],
-            "responses": {"200": {"description": "a page of jobs", "content": {"application/json": {"schema": job_list}}},
-                "400": error_response("Unknown state or kind, bad since, limit or cursor"),
-                "401": error_response("Missing or wrong API key")}
-        }},
-        "/api/v1/jobs/{id}/retry": {"post": {
-            "summary": "Put a failed or dead job back in the queue: same id, fresh attempt budget, last error kept as previous_error, retries counted",
-            "security": security,
-            "parameters": [id.clone()],
-            "responses": {"202": {"description": "queued again", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
-                "401": error_response("Missing or wrong API key"),
-                "404": error_response("No such job"),
-                "409": error_response("The job is not failed or dead (the message names its state), or an identical job is active")}
-        }},
-        "/api/v1/jobs/{id}/cancel": {"post": {
-            "summary": "Cancel a job: a queued one never runs; a running predict or retrain stops at its next checkpoint and ends cancelled",
-            "security": security,
-            "parameters": [id],
-            "responses": {"200": {"description": "was queued; now cancelled", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
-                "202": {"description": "running; will stop at its next checkpoint", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
-                "401": error_response("Missing or wrong API key"),
-                "404": error_response("No such job"),
-                "409": error_response("Already finished, or a running job without checkpoints (drift, maintenance)")}
-        }},
-        "/api/v1/workers": {"get": {
-            "summary": "Worker processes: name, host, pid, queues, concurrency, version, started_at, last heartbeat, alive",
-            "security": security,
-            "responses": {"200": {"description": "the roster, most recently seen first"}, "401": error_response("Missing or wrong API key")}
-        }},
-    })
 }

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use rpa_ml_shared::jobs::{DriftJob, JobPayload};
 use rpa_ml_shared::ml::Target;
 
-use crate::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// Most reports per target one request may ask for.
 const MAX_HISTORY: i64 = 100;
@@ -50,7 +50,8 @@ async fn drift_reports(
         .map(|t| {
             Target::from_str(t).map_err(|_| {
                 ApiError::validation(format!(
-                    "unknown target {t:?}; expected completion_time, budget_variance or risk"
+                    "unknown target {t:?}; expected one of {}",
+                    Target::names().join(", ")
                 ))
             })
         })
@@ -93,7 +94,7 @@ async fn run_drift(
     let payload = JobPayload::Drift(DriftJob {
         reason: "api".into(),
     });
-    crate::routes::enqueue(&state, &headers, payload).await
+    crate::routes::predict::enqueue(&state, &headers, payload).await
 }
 
 /// Each production model's hold-out metrics beside its realised metrics
@@ -111,11 +112,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Json<Value>, ApiError>
     let mut models = Vec::new();
     for target in Target::ALL {
         let production = state.store.production_model(target).await?;
-        let gate = match target {
-            Target::CompletionTime => config.completion_time_mae_threshold,
-            Target::BudgetVariance => config.budget_variance_mae_threshold,
-            Target::Risk => config.risk_score_accuracy_threshold,
-        };
+        let gate = rpa_ml_shared::ml::quality_gate(config, target);
         let of_target = counts.iter().filter(|c| c.target == target);
         let all_versions: i64 = of_target.clone().map(|c| c.predictions).sum();
         let version_counts = production.as_ref().and_then(|m| {
@@ -154,7 +151,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Json<Value>, ApiError>
             "realised": realised,
             "thresholds": {
                 "quality_gate": gate,
-                "quality_gate_direction": if target == Target::Risk { "min" } else { "max" },
+                "quality_gate_direction": target.metric().gate_direction(),
                 "retraining_threshold": config.retraining_threshold,
                 "drift_detection_window_days": config.drift_detection_window_days,
             },

@@ -1,0 +1,124 @@
+//! The layers every request passes: request id, allowed hosts, the API
+//! key, metrics, and the answer for paths no route serves.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use tower_http::request_id::{MakeRequestId, RequestId};
+
+use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request id of this request (set by the router's first layer).
+pub fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Counts every request by its route template and times it. Added with
+/// `Router::layer`, so it runs after routing and sees the `MatchedPath`;
+/// requests no route matched are counted as `unmatched`.
+pub async fn track_http(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    let m = rpa_ml_shared::metrics::global();
+    m.http_duration
+        .get_or_create(&rpa_ml_shared::metrics::RouteLabels {
+            method: method.clone(),
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    m.http_requests
+        .get_or_create(&rpa_ml_shared::metrics::HttpLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// Request ids are ULIDs, like job ids: sortable by time in the logs.
+#[derive(Clone, Copy, Default)]
+pub struct MakeRequestUlid;
+
+impl MakeRequestId for MakeRequestUlid {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        axum::http::HeaderValue::from_str(&ulid::Ulid::new().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+pub async fn not_found(req: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+/// `Authorization: Bearer <key>` or `X-API-Key: <key>`, compared in
+/// constant time. No key configured (DEBUG only) lets everything through.
+pub async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(expected) = state.config.api_key() else {
+        return next.run(req).await;
+    };
+    let headers = req.headers();
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+    match presented {
+        None => ApiError::new(
+            ErrorCode::Unauthorized,
+            "missing API key: send Authorization: Bearer <key> or X-API-Key",
+        )
+        .into_response(),
+        Some(k) if constant_time_eq(k.trim().as_bytes(), expected.expose_secret().as_bytes()) => {
+            next.run(req).await
+        }
+        Some(_) => ApiError::new(ErrorCode::Unauthorized, "invalid API key").into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    // Length is not secret; the bytes are.
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+pub async fn allowed_hosts(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().host())
+        .unwrap_or("")
+        .to_string();
+    if state.config.host_allowed(&host) {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            ErrorCode::HostNotAllowed,
+            format!("host {host:?} is not in ALLOWED_HOSTS"),
+        )
+        .into_response()
+    }
+}

@@ -1,0 +1,61 @@
+//! How rows look in responses: one view per kind of row, shared by every
+//! route that shows it.
+
+use serde_json::{Value, json};
+
+use rpa_ml_shared::store::{JobRow, ModelRow, OpsJob};
+
+pub fn job_view(job: &JobRow) -> Value {
+    json!({
+        "job_id": job.id,
+        "kind": job.kind,
+        "queue": job.queue,
+        "status": job.state,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "progress": job.progress,
+        "stage": job.stage,
+        "error": job.error,
+        "request": job.payload,
+        "result": job.result,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "updated_at": job.updated_at,
+    })
+}
+
+pub fn model_view(m: &ModelRow) -> Value {
+    json!({
+        "target": m.target,
+        "version": m.version,
+        "stage": m.stage.as_str(),
+        "stage_reason": m.stage_reason,
+        "learner": m.learner,
+        "metrics": m.metrics,
+        "feature_set_version": m.feature_set_version,
+        "data_fingerprint": m.data_fingerprint,
+        "code_version": m.code_version,
+        "artifact_path": m.artifact_path,
+        "artifact_sha256": m.artifact_sha256,
+        "job_id": m.job_id,
+        "created_at": m.created_at,
+        "promoted_at": m.promoted_at,
+    })
+}
+
+/// A job in ops listings: the status view (without the result, which can be
+/// large; `GET /api/v1/jobs/{id}` has it) plus what ops actions left.
+pub fn ops_view(j: &OpsJob) -> Value {
+    let mut v = job_view(&j.job);
+    if let Value::Object(m) = &mut v {
+        m.remove("result");
+        m.insert("has_result".into(), json!(j.job.result.is_some()));
+        m.insert("retries".into(), json!(j.retries));
+        m.insert("previous_error".into(), json!(j.previous_error));
+        m.insert("cancel_requested_at".into(), json!(j.cancel_requested_at));
+        m.insert("run_at".into(), json!(j.job.run_at));
+        m.insert("worker".into(), json!(j.job.worker));
+    }
+    v
+}
