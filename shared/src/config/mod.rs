@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::fs::File;
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -53,6 +54,59 @@ fn invalid(var: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Something in the configuration an operator should hear about that is no
+/// reason to refuse to start. Returned rather than logged, because loading
+/// happens before telemetry is up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigWarning {
+    /// A `.env` entry no variable is declared for: almost always a typo
+    /// (`ML_API_PROT`), which would otherwise leave the default in force
+    /// without a word.
+    UnknownVar {
+        name: String,
+        /// The declared variable it most likely meant, if one is close.
+        nearest: Option<&'static str>,
+    },
+}
+
+impl ConfigWarning {
+    fn unknown_var(name: &str) -> ConfigWarning {
+        ConfigWarning::UnknownVar {
+            name: name.to_owned(),
+            nearest: vars::nearest_known(name),
+        }
+    }
+
+    /// The variable the warning is about, for a structured log field.
+    pub fn var(&self) -> &str {
+        match self {
+            ConfigWarning::UnknownVar { name, .. } => name,
+        }
+    }
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigWarning::UnknownVar {
+                name,
+                nearest: Some(known),
+            } => write!(
+                f,
+                "{name} is set in .env but rpa-ml reads no such variable; did you mean {known}?"
+            ),
+            ConfigWarning::UnknownVar {
+                name,
+                nearest: None,
+            } => write!(
+                f,
+                "{name} is set in .env but rpa-ml reads no such variable; it is ignored"
+            ),
+        }
+    }
+}
+
 impl Config {
     /// Reads `.env` if present (dotenvy, not overriding real env), then the process environment.
     ///
@@ -66,32 +120,16 @@ impl Config {
     /// The variables `from_env` reads: `.env` overlaid by the process
     /// environment. Callers may add overrides before `from_vars`.
     pub fn env_vars() -> Result<HashMap<String, String>, ConfigError> {
-        let mut vars = HashMap::new();
-        match dotenvy::dotenv_iter() {
-            Ok(iter) => {
-                for item in iter {
-                    let (key, value) = item.map_err(dotenv_error)?;
-                    vars.insert(key, value);
-                }
-            }
-            Err(e) if e.not_found() => {}
-            Err(e) => return Err(dotenv_error(e)),
-        }
-        for (key, value) in std::env::vars_os() {
-            // Foreign variables with non-UTF-8 names or values are none of our business.
-            let Ok(key) = key.into_string() else { continue };
-            match value.into_string() {
-                Ok(value) => {
-                    vars.insert(key, value);
-                }
-                Err(_) => {
-                    if let Some(var) = KNOWN_VARS.iter().find(|known| **known == key) {
-                        return Err(invalid(var, "expected UTF-8 text, got other bytes"));
-                    }
-                }
-            }
-        }
-        Ok(vars)
+        Self::env_vars_and_warnings().map(|(vars, _)| vars)
+    }
+
+    /// [`Config::env_vars`], with a warning for every `.env` entry that is
+    /// not a variable rpa-ml reads, for the caller to log once telemetry is
+    /// up. Only `.env` is checked: the process environment is shared with
+    /// every other program.
+    pub fn env_vars_and_warnings()
+    -> Result<(HashMap<String, String>, Vec<ConfigWarning>), ConfigError> {
+        read_env(dotenvy::dotenv_iter())
     }
 
     /// Same rules over an explicit map (for tests and for `standalone` overrides); missing keys take defaults.
@@ -281,4 +319,40 @@ fn dotenv_error(error: dotenvy::Error) -> ConfigError {
         }
         other => invalid(".env", format!("cannot read: {other}")),
     }
+}
+
+/// `.env` (when `dotenv` found one) overlaid by the process environment.
+fn read_env(
+    dotenv: dotenvy::Result<dotenvy::Iter<File>>,
+) -> Result<(HashMap<String, String>, Vec<ConfigWarning>), ConfigError> {
+    let mut vars = HashMap::new();
+    let mut warnings = Vec::new();
+    match dotenv {
+        Ok(iter) => {
+            for item in iter {
+                let (key, value) = item.map_err(dotenv_error)?;
+                if !KNOWN_VARS.contains(&key.as_str()) && !vars.contains_key(&key) {
+                    warnings.push(ConfigWarning::unknown_var(&key));
+                }
+                vars.insert(key, value);
+            }
+        }
+        Err(e) if e.not_found() => {}
+        Err(e) => return Err(dotenv_error(e)),
+    }
+    for (key, value) in std::env::vars_os() {
+        // Foreign variables with non-UTF-8 names or values are none of our business.
+        let Ok(key) = key.into_string() else { continue };
+        match value.into_string() {
+            Ok(value) => {
+                vars.insert(key, value);
+            }
+            Err(_) => {
+                if let Some(var) = KNOWN_VARS.iter().find(|known| **known == key) {
+                    return Err(invalid(var, "expected UTF-8 text, got other bytes"));
+                }
+            }
+        }
+    }
+    Ok((vars, warnings))
 }

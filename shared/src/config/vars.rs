@@ -355,3 +355,44 @@ pub fn env_example() -> String {
     }
     out
 }
+
+/// The declared variable an unknown name most likely meant: the nearest by
+/// edit distance (a swap of neighbours counts as one edit; case is ignored),
+/// if it is near enough to be a slip rather than another program's variable.
+pub(super) fn nearest_known(name: &str) -> Option<&'static str> {
+    let name = name.to_ascii_uppercase();
+    let limit = (name.len() / 4).max(2);
+    KNOWN_VARS
+        .iter()
+        .map(|known| (edit_distance(&name, known), *known))
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, known)| known)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions
+/// and transpositions of adjacent bytes each cost one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    // d[i][j]: distance between a[..i] and b[..j].
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}

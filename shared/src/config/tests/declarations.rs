@@ -3,7 +3,7 @@ use std::path::Path;
 
 use super::ok;
 use crate::config::vars::{self, SECTIONS};
-use crate::config::{Config, KNOWN_VARS, env_example};
+use crate::config::{Config, ConfigWarning, KNOWN_VARS, env_example, read_env};
 
 /// `.env.example` must list every variable, and its values must be the defaults.
 #[test]
@@ -124,4 +124,69 @@ fn debug_output_shows_every_field() {
         );
     }
     assert_eq!(debug.matches(": ").count(), vars::FIELDS.len(), "{debug}");
+}
+
+#[test]
+fn typos_name_the_variable_they_meant() {
+    for (typo, meant) in [
+        ("ML_API_PROT", "ML_API_PORT"),
+        ("ml_api_port", "ML_API_PORT"),
+        ("MAX_WORKER", "MAX_WORKERS"),
+        ("LOGLEVEL", "LOG_LEVEL"),
+        ("DATABASE_URI", "DATABASE_URL"),
+        ("MLFLOW_TRACKING_URL", "MLFLOW_TRACKING_URI"),
+        ("REDIS_RESPONSE_TIMEOUT", "REDIS_RESPONSE_TIMEOUT_MS"),
+        ("DEBG", "DEBUG"),
+    ] {
+        assert_eq!(vars::nearest_known(typo), Some(meant), "{typo}");
+    }
+    // Other programs' variables are not dressed up as typos of ours.
+    for foreign in [
+        "GRAFANA_ADMIN_PASSWORD",
+        "RUST_LOG",
+        "PATH",
+        "POSTGRES_PASSWORD",
+    ] {
+        assert_eq!(vars::nearest_known(foreign), None, "{foreign}");
+    }
+}
+
+#[test]
+fn dotenv_entries_rpa_ml_does_not_read_are_warned_about() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join(".env");
+    std::fs::write(
+        &path,
+        "ML_API_PROT=9000\nMAX_TRIALS=7\nGRAFANA_ADMIN_PASSWORD=x\nML_API_PROT=9001\n",
+    )
+    .expect("writing .env");
+    let (vars, warnings) = read_env(dotenvy::from_path_iter(&path)).expect("reads");
+    assert_eq!(
+        warnings,
+        vec![
+            ConfigWarning::UnknownVar {
+                name: "ML_API_PROT".to_owned(),
+                nearest: Some("ML_API_PORT"),
+            },
+            ConfigWarning::UnknownVar {
+                name: "GRAFANA_ADMIN_PASSWORD".to_owned(),
+                nearest: None,
+            },
+        ]
+    );
+    assert_eq!(warnings[0].var(), "ML_API_PROT");
+    assert_eq!(
+        warnings[0].to_string(),
+        "ML_API_PROT is set in .env but rpa-ml reads no such variable; did you mean ML_API_PORT?"
+    );
+    assert_eq!(
+        warnings[1].to_string(),
+        "GRAFANA_ADMIN_PASSWORD is set in .env but rpa-ml reads no such variable; it is ignored"
+    );
+    // Passed on all the same; no variable reads it, so it changes nothing.
+    assert_eq!(vars.get("ML_API_PROT").map(String::as_str), Some("9001"));
+
+    let (_, none) = read_env(dotenvy::from_path_iter(dir.path().join("absent")))
+        .expect("a missing .env is fine");
+    assert!(none.is_empty(), "{none:?}");
 }

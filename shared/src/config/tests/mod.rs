@@ -1,6 +1,6 @@
 //! `values`: what each variable accepts and refuses, and the messages.
-//! `declarations`: what is derived from the declarations (`.env.example`)
-//! and that the docs agree with the kinds.
+//! `declarations`: what is derived from the declarations (`.env.example`,
+//! the unknown-variable warning) and that the docs agree with the kinds.
 
 use std::collections::HashMap;
 
