@@ -9,12 +9,12 @@ use anyhow::{Context, bail};
 
 use rpa_ml_api::AppState;
 use rpa_ml_shared::config::Config;
+use rpa_ml_shared::demo;
 use rpa_ml_shared::jobs::QueueName;
-use rpa_ml_shared::{demo, telemetry};
 use rpa_ml_worker::{WorkerOptions, WorkerState};
 
 use crate::cli::{Cli, Command, DemoArgs};
-use crate::setup::{connect, load_config, shutdown_token};
+use crate::setup::{connect, init_telemetry, load_config, shutdown_token};
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -23,8 +23,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Standalone(args) => crate::standalone::run(args).await,
         Command::Train(args) => crate::train::run(args).await,
         other => {
-            let config = Arc::new(load_config(&HashMap::new())?);
-            telemetry::init(&config.log_level, config.log_format)?;
+            let (config, warnings) = load_config(&HashMap::new())?;
+            init_telemetry(&config, &warnings)?;
+            let config = Arc::new(config);
             match other {
                 Command::Api(a) => {
                     let mut c = (*config).clone();

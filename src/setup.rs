@@ -7,15 +7,32 @@ use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
 use rpa_ml_shared::backend::BackendDb;
-use rpa_ml_shared::config::Config;
+use rpa_ml_shared::config::{Config, ConfigWarning};
 use rpa_ml_shared::queue::{Queue, QueueSettings};
 use rpa_ml_shared::store::Store;
+use rpa_ml_shared::telemetry;
 
 /// `.env` (if present), then the process environment, then `overrides`.
-pub fn load_config(overrides: &HashMap<String, String>) -> anyhow::Result<Config> {
-    let mut vars = Config::env_vars().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+/// Also returns the warnings about `.env` (entries rpa-ml does not read),
+/// for [`init_telemetry`] to log once logging is up.
+pub fn load_config(
+    overrides: &HashMap<String, String>,
+) -> anyhow::Result<(Config, Vec<ConfigWarning>)> {
+    let (mut vars, warnings) = Config::env_vars_and_warnings()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     vars.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
-    Config::from_vars(&vars).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+    let config =
+        Config::from_vars(&vars).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    Ok((config, warnings))
+}
+
+/// Starts logging as configured, then logs the configuration's warnings.
+pub fn init_telemetry(config: &Config, warnings: &[ConfigWarning]) -> anyhow::Result<()> {
+    telemetry::init(&config.log_level, config.log_format)?;
+    for w in warnings {
+        tracing::warn!(config.var = w.var(), "{w}");
+    }
+    Ok(())
 }
 
 /// Open connections shared by the roles of one process.

@@ -13,11 +13,11 @@ use rpa_ml_shared::config::Config;
 use rpa_ml_shared::jobs::{JobPayload, QueueName, RetrainJob};
 use rpa_ml_shared::ml::Target;
 use rpa_ml_shared::store::Store;
-use rpa_ml_shared::{demo, submit, telemetry};
+use rpa_ml_shared::{demo, submit};
 use rpa_ml_worker::{WorkerOptions, WorkerState};
 
 use crate::cli::StandaloneArgs;
-use crate::setup::{connect, load_config, shutdown_token};
+use crate::setup::{connect, init_telemetry, load_config, shutdown_token};
 
 /// Everything in one process on SQLite.
 pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
@@ -59,8 +59,9 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let config = Arc::new(load_config(&overrides)?);
-    telemetry::init(&config.log_level, config.log_format)?;
+    let (config, warnings) = load_config(&overrides)?;
+    init_telemetry(&config, &warnings)?;
+    let config = Arc::new(config);
 
     if let Some(path) = backend::sqlite_path(&config.database_url)
         && !path.exists()

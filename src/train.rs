@@ -19,9 +19,14 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(url) = &args.database_url {
         overrides.insert("DATABASE_URL".to_string(), url.clone());
     }
-    let config = crate::setup::load_config(&overrides)?;
-    if !args.json {
-        rpa_ml_shared::telemetry::init(&config.log_level, config.log_format)?;
+    let (config, warnings) = crate::setup::load_config(&overrides)?;
+    if args.json {
+        // stdout is the report: warnings go to stderr.
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
+    } else {
+        crate::setup::init_telemetry(&config, &warnings)?;
     }
     let targets: Vec<Target> = if args.targets.is_empty() {
         Target::ALL.to_vec()
