@@ -1,23 +1,19 @@
-//! The generative process behind the demo backend.
-//!
-//! Planners estimate effort from a project's attributes; the real effort
-//! differs by forces partly visible in the data (team experience, systems
-//! to integrate, the team's track record, part-time staffing) and partly not
-//! (noise, occasional large overruns, pauses). Work then unfolds over time as
-//! tasks, logged hours and expenses, so a project's progress reveals its true
-//! pace: predictions should improve as a project advances.
+//! One demo project's life: its plan and the hidden forces behind its real
+//! effort, then the work as it unfolds (tasks, logged hours, expenses,
+//! pauses) up to `as_of`, written as the backend's rows.
 
 use chrono::{DateTime, Duration, Utc};
+use rand::Rng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
 
-use super::{
-    DemoConfig, DemoData, ExpenseRow, MemberRow, ProjectMemberRow, ProjectRow, Stamp, StampStyle,
-    TaskRow, TeamRow, TimeEntryRow,
-};
+use super::draws::{days, logistic, lognormal, maybe, pick_weighted, poisson, stamp, unit};
+use super::{Ids, Member, Team};
 use crate::backend::time::day_start;
+use crate::demo::{
+    DemoConfig, DemoData, ExpenseRow, ProjectMemberRow, ProjectRow, StampStyle, TaskRow,
+    TimeEntryRow,
+};
 
 /// Productive hours per calendar day for a member at allocation 1.0.
 const HOURS_PER_DAY: f64 = 6.0 * 5.0 / 7.0;
@@ -29,13 +25,6 @@ const LICENSE_PER_BOT_MONTH: f64 = 120.0;
 /// Rate the books use when a member has no hourly rate on file.
 const FALLBACK_RATE: f64 = 55.0;
 
-const ROLES: [(&str, f64); 5] = [
-    ("developer", 0.50),
-    ("analyst", 0.24),
-    ("tester", 0.20),
-    ("architect", 0.04),
-    ("consultant", 0.02),
-];
 const PROCESSES: [&str; 10] = [
     "Invoice processing",
     "Employee onboarding",
@@ -48,129 +37,6 @@ const PROCESSES: [&str; 10] = [
     "Month-end close",
     "Ticket triage",
 ];
-
-struct Member {
-    id: i64,
-    experience: f64,
-    rate: f64,
-}
-
-struct Team {
-    id: i64,
-    /// Hidden productivity multiplier: visible only through the team's track record.
-    efficiency: f64,
-    members: Vec<Member>,
-}
-
-struct Ids {
-    task: i64,
-    entry: i64,
-    expense: i64,
-}
-
-/// Builds the demo world. Deterministic for (projects, seed, as_of, shift):
-/// each project draws from its own ChaCha stream, so one project's draws
-/// never disturb another's.
-pub fn generate(cfg: &DemoConfig) -> DemoData {
-    let as_of_t = day_start(cfg.as_of);
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut data = DemoData {
-        as_of: cfg.as_of,
-        teams: Vec::new(),
-        team_members: Vec::new(),
-        projects: Vec::with_capacity(cfg.projects),
-        project_members: Vec::new(),
-        tasks: Vec::new(),
-        time_entries: Vec::new(),
-        expenses: Vec::new(),
-    };
-    let teams = generate_teams(&mut rng, cfg, as_of_t, &mut data);
-    let mut ids = Ids {
-        task: 0,
-        entry: 0,
-        expense: 0,
-    };
-    for i in 0..cfg.projects {
-        let mut prng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        prng.set_stream(i as u64 + 1);
-        generate_project(
-            &mut prng,
-            cfg,
-            as_of_t,
-            &teams,
-            i as i64 + 1,
-            &mut ids,
-            &mut data,
-        );
-    }
-    data
-}
-
-fn generate_teams(
-    rng: &mut ChaCha8Rng,
-    cfg: &DemoConfig,
-    as_of_t: DateTime<Utc>,
-    data: &mut DemoData,
-) -> Vec<Team> {
-    let n_teams = cfg.projects.div_ceil(40).max(3);
-    let mut teams = Vec::with_capacity(n_teams);
-    let mut member_id = 0;
-    for t in 0..n_teams {
-        let id = t as i64 + 1;
-        let created = as_of_t - days(5.0 * 365.0 + rng.gen_range(0.0..365.0));
-        data.teams.push(TeamRow {
-            id,
-            name: format!("RPA Team {id}"),
-            created_at: stamp(rng, created, StampStyle::IsoZ),
-        });
-        let size = rng.gen_range(4..=9);
-        let mut members = Vec::with_capacity(size);
-        for m in 0..size {
-            member_id += 1;
-            let role = if m == 0 {
-                "lead"
-            } else {
-                ROLES[pick_weighted(rng, &ROLES.map(|r| r.1))].0
-            };
-            let experience =
-                (5.0 * lognormal(rng, 0.55)).clamp(0.5, 30.0) + if m == 0 { 3.0 } else { 0.0 };
-            let experience = (experience * 10.0).round() / 10.0;
-            let premium = match role {
-                "lead" => 20.0,
-                "architect" => 25.0,
-                "analyst" => 5.0,
-                _ => 0.0,
-            };
-            let rate =
-                ((38.0 + 3.2 * experience.min(15.0) + premium) * rng.gen_range(0.9..1.1) * 2.0)
-                    .round()
-                    / 2.0;
-            let joined_span = (as_of_t - created).num_days().max(31) as f64 - 30.0;
-            let joined = created + days(rng.gen_range(0.0..joined_span));
-            data.team_members.push(MemberRow {
-                id: member_id,
-                team_id: id,
-                name: format!("Member {member_id}"),
-                role: role.to_string(),
-                experience_years: maybe(rng, 0.03, experience),
-                hourly_rate: maybe(rng, 0.03, rate),
-                active: unit(rng) > 0.05,
-                joined_at: stamp(rng, joined, StampStyle::Space),
-            });
-            members.push(Member {
-                id: member_id,
-                experience,
-                rate,
-            });
-        }
-        teams.push(Team {
-            id,
-            efficiency: lognormal(rng, 0.15),
-            members,
-        });
-    }
-    teams
-}
 
 /// Maps progress through the work (0..1) to days after the start, with an
 /// optional pause during which nothing happens.
@@ -211,7 +77,7 @@ struct SimTask {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn generate_project(
+pub(super) fn generate_project(
     rng: &mut ChaCha8Rng,
     cfg: &DemoConfig,
     as_of_t: DateTime<Utc>,
@@ -664,75 +530,4 @@ fn generate_project(
         created_at: stamp(rng, created_at, style),
         updated_at: stamp(rng, updated, style),
     });
-}
-
-fn days(d: f64) -> Duration {
-    Duration::seconds((d * 86_400.0) as i64)
-}
-
-/// Mostly the project's usual spelling, sometimes the other one, rarely a bare date.
-fn stamp(rng: &mut ChaCha8Rng, at: DateTime<Utc>, usual: StampStyle) -> Stamp {
-    let roll = unit(rng);
-    let style = if roll < 0.003 {
-        StampStyle::DateOnly
-    } else if roll < 0.1 {
-        match usual {
-            StampStyle::IsoZ => StampStyle::Space,
-            _ => StampStyle::IsoZ,
-        }
-    } else {
-        usual
-    };
-    let at = if style == StampStyle::DateOnly {
-        day_start(at.date_naive())
-    } else {
-        at
-    };
-    Stamp { at, style }
-}
-
-fn maybe<T>(rng: &mut ChaCha8Rng, null_p: f64, value: T) -> Option<T> {
-    if unit(rng) < null_p {
-        None
-    } else {
-        Some(value)
-    }
-}
-
-fn lognormal(rng: &mut ChaCha8Rng, sigma: f64) -> f64 {
-    let z: f64 = rng.sample(StandardNormal);
-    (sigma * z).exp()
-}
-
-/// Knuth's method; the rates used here are small.
-fn poisson(rng: &mut ChaCha8Rng, lambda: f64) -> i64 {
-    let limit = (-lambda).exp();
-    let mut k = 0;
-    let mut p = unit(rng);
-    while p > limit && k < 100 {
-        k += 1;
-        p *= unit(rng);
-    }
-    k
-}
-
-fn pick_weighted(rng: &mut ChaCha8Rng, weights: &[f64]) -> usize {
-    let total: f64 = weights.iter().sum();
-    let mut x = unit(rng) * total;
-    for (i, w) in weights.iter().enumerate() {
-        if x < *w {
-            return i;
-        }
-        x -= w;
-    }
-    weights.len() - 1
-}
-
-fn logistic(x: f64) -> f64 {
-    1.0 / (1.0 + (-x).exp())
-}
-
-/// Uniform in [0, 1).
-fn unit(rng: &mut ChaCha8Rng) -> f64 {
-    rng.r#gen::<f64>()
 }
