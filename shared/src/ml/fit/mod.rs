@@ -28,11 +28,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::Target;
 use super::features::FEATURE_SET_VERSION;
 use super::metrics::{accuracy, mae};
 use super::model::TrainedModel;
 use super::training::{RiskClass, Snapshot, TrainingSet};
+use super::{Metric, Target};
 use calibration::{CALIBRATION_SHARE, calibrate_overrun, holdout_conformal};
 use learners::{fit_boosted, learner_name, wrap};
 use report::report;
@@ -158,21 +158,18 @@ pub(crate) fn predict_rows(
 
 /// The target's metric: MAE for regressions, accuracy for risk.
 fn metric_of(target: Target, pred: &[f64], truth: &[f64]) -> f64 {
-    match target {
-        Target::Risk => {
+    match target.metric() {
+        Metric::Accuracy => {
             let p: Vec<usize> = pred.iter().map(|v| *v as usize).collect();
             let t: Vec<usize> = truth.iter().map(|v| *v as usize).collect();
             accuracy(&p, &t)
         }
-        _ => mae(pred, truth),
+        Metric::Mae => mae(pred, truth),
     }
 }
 
 fn better(target: Target, a: f64, b: f64) -> bool {
-    match target {
-        Target::Risk => a > b,
-        _ => a < b,
-    }
+    target.metric().better(a, b)
 }
 
 /// The model's metric on `set`'s hold-out (grid snapshots of the held-out
@@ -230,11 +227,14 @@ pub fn train(
     };
     let search_share = if opts.tuning { 0.6 } else { 0.0 };
 
-    let calibration = if target == Target::Risk {
-        opts.report("calibrating", search_share);
-        calibrate_overrun(set, &s, &params, opts.seed, CALIBRATION_SHARE)?
-    } else {
-        None
+    // Risk turns its overrun regression into class probabilities with
+    // residuals from a slice of its own (see `calibration.rs`).
+    let calibration = match target {
+        Target::Risk => {
+            opts.report("calibrating", search_share);
+            calibrate_overrun(set, &s, &params, opts.seed, CALIBRATION_SHARE)?
+        }
+        Target::CompletionTime | Target::BudgetVariance => None,
     };
 
     opts.report("fitting", search_share + (1.0 - search_share) * 0.4);

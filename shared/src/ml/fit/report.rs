@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ml::Target;
 use crate::ml::features::{FEATURE_SET_VERSION, FIRST_PROGRESS_FEATURE, feature_names};
 use crate::ml::metrics::{accuracy, argmax, macro_f1, mae, median};
 use crate::ml::model::TrainedModel;
 use crate::ml::training::{RiskClass, TrainingSet};
+use crate::ml::{Metric, Target};
 
 use super::baselines::{fit_tree, linear_baseline, logistic_baseline};
 use super::split::Split;
@@ -250,21 +250,19 @@ pub(super) fn report(
         })
         .map(|(k, v)| (k.clone(), v))
         .unwrap_or_else(|| ("none".to_string(), f64::NAN));
-    let improvement = match target {
-        Target::Risk => 1.0 - (1.0 - holdout) / (1.0 - baseline),
-        _ => 1.0 - holdout / baseline,
+    // The share of the baseline's error (or of its misclassified share)
+    // the model removes.
+    let improvement = match target.metric() {
+        Metric::Accuracy => 1.0 - (1.0 - holdout) / (1.0 - baseline),
+        Metric::Mae => 1.0 - holdout / baseline,
     };
-    let passed = match target {
-        Target::Risk => holdout >= opts.threshold,
-        _ => holdout <= opts.threshold,
+    let passed = match target.metric() {
+        Metric::Accuracy => holdout >= opts.threshold,
+        Metric::Mae => holdout <= opts.threshold,
     };
     Ok(TrainReport {
         target,
-        metric: match target {
-            Target::Risk => "accuracy",
-            _ => "mae",
-        }
-        .to_string(),
+        metric: target.metric().as_str().to_string(),
         holdout,
         baseline,
         baseline_name,

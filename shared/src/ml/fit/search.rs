@@ -8,11 +8,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::ml::Target;
 use crate::ml::boost::BoostParams;
 use crate::ml::metrics::argmax;
 use crate::ml::model::{CALIBRATION_GROUPS, OverrunRisk, TrainedModel};
 use crate::ml::training::{Snapshot, TrainingSet};
+use crate::ml::{Metric, Target};
 
 use super::calibration::residual_groups;
 use super::learners::{Fitted, default_params, fit_boosted, wrap};
@@ -168,9 +168,9 @@ fn beats_defaults(target: Target, defaults: &CvTrial, challenger: &CvTrial) -> b
         .fold_metrics
         .iter()
         .zip(&challenger.fold_metrics)
-        .map(|(d, b)| match target {
-            Target::Risk => b - d,
-            _ => d - b,
+        .map(|(d, b)| match target.metric() {
+            Metric::Accuracy => b - d,
+            Metric::Mae => d - b,
         })
         .collect();
     let k = gains.len() as f64;
@@ -258,9 +258,12 @@ impl CvSample {
                     fit_overrun.push(*o);
                 }
             }
-            if fit_rows.is_empty()
-                || (target == Target::Risk && fit_overrun.iter().all(Option::is_none))
-            {
+            // Risk's learner also needs overrun labels in its fold.
+            let unlabelled = match target {
+                Target::Risk => fit_overrun.iter().all(Option::is_none),
+                Target::CompletionTime | Target::BudgetVariance => false,
+            };
+            if fit_rows.is_empty() || unlabelled {
                 continue;
             }
             let scorer = match fit_boosted(target, &fit_rows, &fit_y, &fit_overrun, &params, seed)?
