@@ -261,7 +261,7 @@ pub struct RetrainJob {
 /// model's training reference and score realised performance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriftJob {
-    /// Who asked: "api", "scheduler <tick>".
+    /// Who asked: "api", or "scheduler" and the tick time.
     #[serde(default)]
     pub reason: String,
 }

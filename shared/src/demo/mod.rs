@@ -1,5 +1,5 @@
 //! Demo backend data: a synthetic RPA project portfolio with the structure
-//! and the mess of a real backend (DATA-CONTRACT.md), for the embedded
+//! and the mess of a real backend (docs/DATA-CONTRACT.md), for the embedded
 //! default and for tests.
 
 mod generate;
@@ -10,7 +10,8 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 pub use generate::generate;
 pub use write::{write_postgres, write_sqlite};
 
-/// The backend's SQLite DDL, verbatim from shared/source-schema.sql.
+/// The backend's SQLite DDL, as the backend team publishes it (the file
+/// beside this one).
 pub const SOURCE_SCHEMA_SQLITE: &str = include_str!("source-schema.sql");
 
 #[derive(Debug, Clone, PartialEq)]

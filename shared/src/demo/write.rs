@@ -27,7 +27,8 @@ const TABLES: [&str; 7] = [
     "expenses",
 ];
 
-/// The same tables as source-schema.sql with PostgreSQL's natural types.
+/// The same tables as `source-schema.sql` (beside this file) with
+/// PostgreSQL's natural types.
 const POSTGRES_SCHEMA: &str = r#"
 CREATE TABLE teams (
     id          BIGINT PRIMARY KEY,
@@ -105,7 +106,7 @@ fn stamp_text(s: &Stamp) -> String {
     s.sqlite_text()
 }
 
-/// Creates `path` with the exact tables of source-schema.sql and the demo
+/// Creates `path` with the exact tables of `source-schema.sql` and the demo
 /// rows. Fails if the file exists. The file appears only once complete
 /// (written beside it, then linked into place), so an interrupted run never
 /// leaves a half-filled backend behind.

@@ -7,7 +7,7 @@
 //! errors suit durations and cost ratios whatever their scale. Intervals are
 //! split-conformal on that scale, so they widen with the prediction, with
 //! radii from the model's own residuals on the hold-out (see
-//! `fit::holdout_conformal`).
+//! `fit::calibration::holdout_conformal`).
 //!
 //! Risk follows the contract's definition instead of learning it from three
 //! labels: a log-loss booster gives P(cancelled), a regression booster
