@@ -20,6 +20,8 @@ use crate::ml::Target;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Connection trouble, or a database busy for now (see
+    /// `db_error::is_transient`).
     #[error("ML store unreachable: {0}")]
     Unreachable(String),
     #[error("ML store query failed: {0}")]
@@ -31,7 +33,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Connection-level trouble that may pass on its own.
+    /// Trouble that may pass on its own.
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Unreachable(_))
     }
@@ -39,13 +41,10 @@ impl StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => StoreError::Unreachable(e.to_string()),
-            other => StoreError::Query(other.to_string()),
+        if crate::db_error::is_transient(&e) {
+            StoreError::Unreachable(e.to_string())
+        } else {
+            StoreError::Query(e.to_string())
         }
     }
 }
