@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use rpa_ml_shared::jobs::{JobKind, JobPayload, PredictJob, ProjectSelection, RetrainJob};
 use rpa_ml_shared::ml::Target;
-use rpa_ml_shared::store::{JobRow, ModelStage};
+use rpa_ml_shared::store::{JobRow, ModelDocument, ModelStage};
 
 use crate::error::ApiError;
 use crate::extract::{JsonBody, JsonBodyOrDefault};
@@ -463,7 +463,11 @@ async fn get_model_version(
     let mut view = model_view(&m);
     // A summary of the training reference drift checks use (the bins
     // themselves are large; the drift report shows what matters).
-    view["drift_reference"] = match state.store.model_reference(target, version).await? {
+    view["drift_reference"] = match state
+        .store
+        .model_document(target, version, ModelDocument::DriftReference)
+        .await?
+    {
         Some(v) => match serde_json::from_value::<rpa_ml_shared::ml::drift::Reference>(v) {
             Ok(r) => r.summary(),
             Err(e) => json!({"error": format!("unreadable reference: {e}")}),
@@ -621,7 +625,11 @@ async fn move_mlflow_alias(state: &AppState, target: Target, version: i32) {
     ) else {
         return;
     };
-    let record = match state.store.model_mlflow(target, version).await {
+    let record = match state
+        .store
+        .model_document(target, version, ModelDocument::Mlflow)
+        .await
+    {
         Ok(Some(r)) => r,
         _ => return,
     };

@@ -14,14 +14,14 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 use rpa_ml_shared::backend::BackendError;
-use rpa_ml_shared::jobs::{
-    JobMessage, JobPayload, JobState, PredictJob, ProjectSelection, RetrainJob,
-};
+use rpa_ml_shared::jobs::{JobMessage, JobPayload, PredictJob, ProjectSelection, RetrainJob};
 use rpa_ml_shared::metrics;
 use rpa_ml_shared::ml::{
     self, FEATURE_SET_VERSION, Target, TrainError, TrainOptions, extract_features,
 };
-use rpa_ml_shared::store::{Claim, JobRow, ModelStage, NewModel, PredictionRow, StoreError};
+use rpa_ml_shared::store::{
+    Claim, JobOutcome, JobRow, ModelDocument, ModelStage, NewModel, PredictionRow, StoreError,
+};
 
 use crate::WorkerState;
 use crate::models::ModelError;
@@ -90,7 +90,7 @@ pub async fn handle_message(state: Arc<WorkerState>, msg: JobMessage) -> Result<
             );
             state
                 .store
-                .finish_job(&job.id, &state.name, JobState::Dead, None, Some(&err))
+                .set_outcome(&job.id, &state.name, JobOutcome::Dead { error: &err })
                 .await?;
             return Ok(());
         }
@@ -163,7 +163,14 @@ async fn record_outcome(
                 Outcome::WithPredictions(v, rows) => (v, rows),
             };
             let kept = store
-                .succeed_job(&job.id, &state.name, &result, &rows)
+                .set_outcome(
+                    &job.id,
+                    &state.name,
+                    JobOutcome::Succeeded {
+                        result: &result,
+                        predictions: &rows,
+                    },
+                )
                 .await?;
             if kept {
                 counted("succeeded");
@@ -177,14 +184,14 @@ async fn record_outcome(
             counted("cancelled");
             tracing::info!(reason = %e, elapsed_ms, "job cancelled");
             store
-                .finish_job(&job.id, &state.name, JobState::Cancelled, None, Some(&e))
+                .set_outcome(&job.id, &state.name, JobOutcome::Cancelled { error: &e })
                 .await?;
         }
         Err(JobError::Permanent(e)) => {
             counted("failed");
             tracing::warn!(error = %e, elapsed_ms, "job failed permanently");
             store
-                .finish_job(&job.id, &state.name, JobState::Failed, None, Some(&e))
+                .set_outcome(&job.id, &state.name, JobOutcome::Failed { error: &e })
                 .await?;
         }
         Err(JobError::Transient(e)) if job.attempts >= job.max_attempts => {
@@ -195,7 +202,7 @@ async fn record_outcome(
             counted("dead");
             tracing::warn!(error = %e, "job is dead");
             store
-                .finish_job(&job.id, &state.name, JobState::Dead, None, Some(&e))
+                .set_outcome(&job.id, &state.name, JobOutcome::Dead { error: &e })
                 .await?;
         }
         Err(JobError::Transient(e)) => {
@@ -210,7 +217,14 @@ async fn record_outcome(
                 job.attempts, job.max_attempts
             );
             if store
-                .requeue_job(&job.id, &state.name, &msg, run_at)
+                .set_outcome(
+                    &job.id,
+                    &state.name,
+                    JobOutcome::Retry {
+                        error: &msg,
+                        run_at,
+                    },
+                )
                 .await?
             {
                 let message = JobMessage {
@@ -513,7 +527,11 @@ async fn run_retrain(
             .await
         {
             Ok(reference) => match serde_json::to_value(&reference) {
-                Ok(v) => store.set_model_reference(target, row.version, &v).await?,
+                Ok(v) => {
+                    store
+                        .set_model_document(target, row.version, ModelDocument::DriftReference, &v)
+                        .await?
+                }
                 Err(e) => tracing::warn!(error = %e, "training reference not serialisable"),
             },
             Err(e) => tracing::warn!(error = %e, "training reference task failed"),
@@ -613,7 +631,7 @@ async fn export_to_mlflow(
     };
     if let Err(e) = state
         .store
-        .set_model_mlflow(row.target, row.version, &value)
+        .set_model_document(row.target, row.version, ModelDocument::Mlflow, &value)
         .await
     {
         tracing::warn!(error = %e, "could not record the MLflow export");
