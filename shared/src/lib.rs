@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod config;
+mod db_error;
 pub mod demo;
 pub mod jobs;
 pub mod metrics;

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tracing::Instrument;
 
-use rpa_ml_shared::jobs::{JobMessage, JobState};
+use rpa_ml_shared::jobs::JobMessage;
 use rpa_ml_shared::metrics;
 use rpa_ml_shared::ml::Target;
-use rpa_ml_shared::store::{Claim, JobRow, PredictionRow, StoreError};
+use rpa_ml_shared::store::{Claim, JobOutcome, JobRow, PredictionRow, StoreError};
 
 use crate::outcome::{JobError, Outcome};
 use crate::state::WorkerState;
@@ -39,7 +39,7 @@ pub async fn handle_message(state: Arc<WorkerState>, msg: JobMessage) -> Result<
             );
             state
                 .store
-                .finish_job(&job.id, &state.name, JobState::Dead, None, Some(&err))
+                .set_outcome(&job.id, &state.name, JobOutcome::Dead { error: &err })
                 .await?;
             return Ok(());
         }
@@ -92,7 +92,14 @@ async fn record_outcome(
                 Outcome::WithPredictions(v, rows) => (v, rows),
             };
             let kept = store
-                .succeed_job(&job.id, &state.name, &result, &rows)
+                .set_outcome(
+                    &job.id,
+                    &state.name,
+                    JobOutcome::Succeeded {
+                        result: &result,
+                        predictions: &rows,
+                    },
+                )
                 .await?;
             if kept {
                 counted("succeeded");
@@ -106,14 +113,14 @@ async fn record_outcome(
             counted("cancelled");
             tracing::info!(reason = %e, elapsed_ms, "job cancelled");
             store
-                .finish_job(&job.id, &state.name, JobState::Cancelled, None, Some(&e))
+                .set_outcome(&job.id, &state.name, JobOutcome::Cancelled { error: &e })
                 .await?;
         }
         Err(JobError::Permanent(e)) => {
             counted("failed");
             tracing::warn!(error = %e, elapsed_ms, "job failed permanently");
             store
-                .finish_job(&job.id, &state.name, JobState::Failed, None, Some(&e))
+                .set_outcome(&job.id, &state.name, JobOutcome::Failed { error: &e })
                 .await?;
         }
         Err(JobError::Transient(e)) if job.attempts >= job.max_attempts => {
@@ -124,7 +131,7 @@ async fn record_outcome(
             counted("dead");
             tracing::warn!(error = %e, "job is dead");
             store
-                .finish_job(&job.id, &state.name, JobState::Dead, None, Some(&e))
+                .set_outcome(&job.id, &state.name, JobOutcome::Dead { error: &e })
                 .await?;
         }
         Err(JobError::Transient(e)) => {
@@ -139,7 +146,14 @@ async fn record_outcome(
                 job.attempts, job.max_attempts
             );
             if store
-                .requeue_job(&job.id, &state.name, &msg, run_at)
+                .set_outcome(
+                    &job.id,
+                    &state.name,
+                    JobOutcome::Retry {
+                        error: &msg,
+                        run_at,
+                    },
+                )
                 .await?
             {
                 let message = JobMessage {

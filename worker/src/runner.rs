@@ -10,9 +10,9 @@ use apalis_sqlite::SqliteStorage;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use rpa_ml_shared::jobs::{JobMessage, JobState, QueueName};
+use rpa_ml_shared::jobs::{JobMessage, QueueName};
 use rpa_ml_shared::queue::Queue;
-use rpa_ml_shared::store::WorkerRow;
+use rpa_ml_shared::store::{JobOutcome, WorkerRow};
 
 use crate::kernel::handle_message;
 use crate::reconcile;
@@ -200,7 +200,7 @@ async fn task(msg: JobMessage, state: Data<Arc<WorkerState>>) -> Result<(), BoxD
             tracing::error!(job.id = %job_id, error = %err, "job panicked");
             state
                 .store
-                .finish_job(&job_id, &state.name, JobState::Failed, None, Some(&err))
+                .set_outcome(&job_id, &state.name, JobOutcome::Failed { error: &err })
                 .await?;
             Ok(())
         }

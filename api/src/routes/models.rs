@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use rpa_ml_shared::ml::Target;
-use rpa_ml_shared::store::ModelStage;
+use rpa_ml_shared::store::{ModelDocument, ModelStage};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::JsonBody;
@@ -46,7 +46,11 @@ async fn get_model_version(
     let mut view = model_view(&m);
     // A summary of the training reference drift checks use (the bins
     // themselves are large; the drift report shows what matters).
-    view["drift_reference"] = match state.store.model_reference(target, version).await? {
+    view["drift_reference"] = match state
+        .store
+        .model_document(target, version, ModelDocument::DriftReference)
+        .await?
+    {
         Some(v) => match serde_json::from_value::<rpa_ml_shared::ml::drift::Reference>(v) {
             Ok(r) => r.summary(),
             Err(e) => json!({"error": format!("unreadable reference: {e}")}),
@@ -202,7 +206,11 @@ async fn move_mlflow_alias(state: &AppState, target: Target, version: i32) {
     ) else {
         return;
     };
-    let record = match state.store.model_mlflow(target, version).await {
+    let record = match state
+        .store
+        .model_document(target, version, ModelDocument::Mlflow)
+        .await
+    {
         Ok(Some(r)) => r,
         _ => return,
     };

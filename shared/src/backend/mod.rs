@@ -34,7 +34,8 @@ pub enum BackendDb {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    /// Connection or I/O trouble; worth retrying later.
+    /// Connection or I/O trouble, or a database busy for now (see
+    /// `db_error::is_transient`); worth retrying later.
     #[error("backend database unreachable: {0}")]
     Unreachable(String),
     /// The database answered with an error; retrying will not help.
@@ -52,39 +53,11 @@ impl BackendError {
 
 impl From<sqlx::Error> for BackendError {
     fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-            | sqlx::Error::BeginFailed => BackendError::Unreachable(e.to_string()),
-            sqlx::Error::Database(db) => {
-                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-                if is_transient_code(&code) {
-                    BackendError::Unreachable(e.to_string())
-                } else {
-                    BackendError::Query(e.to_string())
-                }
-            }
-            _ => BackendError::Query(e.to_string()),
+        if crate::db_error::is_transient(&e) {
+            BackendError::Unreachable(e.to_string())
+        } else {
+            BackendError::Query(e.to_string())
         }
-    }
-}
-
-/// SQLSTATE classes 08 (connection), 53 (resources), 57P0x (shutdown), and
-/// SQLite BUSY/LOCKED (primary codes 5/6, extended codes keep them in the low byte).
-fn is_transient_code(code: &str) -> bool {
-    if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0") {
-        return true;
-    }
-    if code == "40001" || code == "40P01" {
-        return true;
-    }
-    match code.parse::<i64>() {
-        Ok(n) => matches!(n & 0xff, 5 | 6),
-        Err(_) => false,
     }
 }
 
@@ -269,11 +242,6 @@ mod tests {
         assert!(BackendError::Unreachable("x".into()).is_transient());
         assert!(!BackendError::Query("x".into()).is_transient());
         assert!(!BackendError::NotFound("x".into()).is_transient());
-        assert!(is_transient_code("08006"));
-        assert!(is_transient_code("5"));
-        assert!(is_transient_code("517"));
-        assert!(!is_transient_code("42P01"));
-        assert!(!is_transient_code("1"));
         assert_eq!(redact("postgres://u:pw@h/db"), "postgres://***@h/db");
     }
 

@@ -1,14 +1,12 @@
 //! Drift reports: what the `drift` job found, kept for the monitoring API;
-//! model versions' training references; the stored predictions that
-//! realised performance is measured on.
-
-use std::str::FromStr;
+//! the stored predictions that realised performance is measured on. (A
+//! version's training reference is a `ModelDocument` of the registry.)
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, parse};
 use crate::ml::Target;
 
 /// One target's outcome of one drift check, as stored.
@@ -43,7 +41,7 @@ impl TryFrom<RawReport> for DriftReportRow {
     type Error = StoreError;
     fn try_from(r: RawReport) -> Result<Self, StoreError> {
         Ok(DriftReportRow {
-            target: Target::from_str(&r.target).map_err(StoreError::Corrupt)?,
+            target: parse(&r.target)?,
             job_id: r.job_id,
             model_version: r.model_version,
             checked_at: r.checked_at,
@@ -75,61 +73,25 @@ pub struct PredictionCount {
 }
 
 impl Store {
-    /// Records a version's training reference (see `ml::drift::Reference`).
-    pub async fn set_model_reference(
-        &self,
-        target: Target,
-        version: i32,
-        reference: &serde_json::Value,
-    ) -> Result<(), StoreError> {
-        on_pool!(self, p => sqlx::query("UPDATE models SET reference = $3 WHERE target = $1 AND version = $2")
-            .bind(target.as_str())
-            .bind(version)
-            .bind(Json(reference))
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(())
-    }
-
-    /// A version's training reference; `None` for versions fitted before
-    /// references were recorded (or unknown versions).
-    pub async fn model_reference(
-        &self,
-        target: Target,
-        version: i32,
-    ) -> Result<Option<serde_json::Value>, StoreError> {
-        let row: Option<(Option<Json<serde_json::Value>>,)> = on_pool!(self, p => sqlx::query_as(
-            "SELECT reference FROM models WHERE target = $1 AND version = $2",
-        )
-        .bind(target.as_str())
-        .bind(version)
-        .fetch_optional(p)
-        .await)?;
-        Ok(row.and_then(|r| r.0).map(|j| j.0))
-    }
-
     /// Stores one target's report; a rerun of the same job replaces it.
     pub async fn insert_drift_report(&self, r: &DriftReportRow) -> Result<(), StoreError> {
-        on_pool!(self, p => sqlx::query(
+        exec!(
+            self,
             "INSERT INTO drift_reports (job_id, target, model_version, checked_at, drift_score, \
              drift_detected, retrain_job_id, report) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (job_id, target) DO UPDATE SET model_version = excluded.model_version, \
              checked_at = excluded.checked_at, drift_score = excluded.drift_score, \
              drift_detected = excluded.drift_detected, retrain_job_id = excluded.retrain_job_id, \
              report = excluded.report",
-        )
-        .bind(&r.job_id)
-        .bind(r.target.as_str())
-        .bind(r.model_version)
-        .bind(r.checked_at)
-        .bind(r.drift_score)
-        .bind(r.drift_detected)
-        .bind(&r.retrain_job_id)
-        .bind(Json(&r.report))
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
+            &r.job_id,
+            r.target.as_str(),
+            r.model_version,
+            r.checked_at,
+            r.drift_score,
+            r.drift_detected,
+            &r.retrain_job_id,
+            Json(&r.report),
+        )?;
         Ok(())
     }
 
@@ -150,11 +112,8 @@ impl Store {
                    SELECT *, ROW_NUMBER() OVER (PARTITION BY target ORDER BY checked_at DESC, job_id DESC) AS n \
                    FROM drift_reports WHERE ($1 IS NULL OR target = $1)) ranked \
                    WHERE n <= $2 ORDER BY target, checked_at DESC, job_id DESC";
-        let raws: Vec<RawReport> = on_pool!(self, p => sqlx::query_as(sql)
-            .bind(target.map(|t| t.as_str()))
-            .bind(per_target)
-            .fetch_all(p)
-            .await)?;
+        let raws: Vec<RawReport> =
+            fetch!(self, fetch_all, sql, target.map(|t| t.as_str()), per_target)?;
         raws.into_iter().map(DriftReportRow::try_from).collect()
     }
 
@@ -164,15 +123,14 @@ impl Store {
         target: Target,
         version: i32,
     ) -> Result<Vec<StoredPrediction>, StoreError> {
-        let rows: Vec<StoredPrediction> = on_pool!(self, p => sqlx::query_as(
+        fetch!(
+            self,
+            fetch_all,
             "SELECT project_id, value, class, created_at FROM predictions \
              WHERE target = $1 AND model_version = $2 AND error IS NULL ORDER BY created_at",
+            target.as_str(),
+            version,
         )
-        .bind(target.as_str())
-        .bind(version)
-        .fetch_all(p)
-        .await)?;
-        Ok(rows)
     }
 
     /// Successful predictions per target and model version.
@@ -185,18 +143,18 @@ impl Store {
             projects: i64,
             last_at: Option<DateTime<Utc>>,
         }
-        let rows: Vec<Raw> = on_pool!(self, p => sqlx::query_as(
+        let rows: Vec<Raw> = fetch!(
+            self,
+            fetch_all,
             "SELECT target, model_version, COUNT(*) AS n, COUNT(DISTINCT project_id) AS projects, \
              MAX(created_at) AS last_at \
              FROM predictions WHERE error IS NULL AND model_version IS NOT NULL \
              GROUP BY target, model_version ORDER BY target, model_version",
-        )
-        .fetch_all(p)
-        .await)?;
+        )?;
         rows.into_iter()
             .map(|r| {
                 Ok(PredictionCount {
-                    target: Target::from_str(&r.target).map_err(StoreError::Corrupt)?,
+                    target: parse(&r.target)?,
                     model_version: r.model_version,
                     predictions: r.n,
                     projects: r.projects,

@@ -54,11 +54,7 @@ impl Store {
         ];
         let mut removed = [0u64; 5];
         for (n, (sql, cutoff)) in removed.iter_mut().zip(deletes) {
-            *n = on_pool!(self, p => sqlx::query(sql)
-                .bind(cutoff)
-                .execute(p)
-                .await
-                .map(|r| r.rows_affected()))?;
+            *n = exec!(self, sql, cutoff)?;
         }
         let [jobs, failed_jobs, predictions, schedule_ticks, workers] = removed;
         Ok(Purged {
@@ -78,17 +74,15 @@ impl Store {
         tick_at: DateTime<Utc>,
         claimed_by: &str,
     ) -> Result<bool, StoreError> {
-        let n = on_pool!(self, p => sqlx::query(
+        let n = exec!(
+            self,
             "INSERT INTO schedule_ticks (schedule, tick_at, claimed_by, claimed_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (schedule, tick_at) DO NOTHING",
-        )
-        .bind(schedule)
-        .bind(tick_at)
-        .bind(claimed_by)
-        .bind(Utc::now())
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
+            schedule,
+            tick_at,
+            claimed_by,
+            Utc::now(),
+        )?;
         Ok(n == 1)
     }
 
@@ -99,15 +93,13 @@ impl Store {
         tick_at: DateTime<Utc>,
         job_id: &str,
     ) -> Result<(), StoreError> {
-        on_pool!(self, p => sqlx::query(
+        exec!(
+            self,
             "UPDATE schedule_ticks SET job_id = $3 WHERE schedule = $1 AND tick_at = $2",
-        )
-        .bind(schedule)
-        .bind(tick_at)
-        .bind(job_id)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
+            schedule,
+            tick_at,
+            job_id,
+        )?;
         Ok(())
     }
 
@@ -118,25 +110,23 @@ impl Store {
         schedule: &str,
         tick_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        on_pool!(self, p => sqlx::query(
+        exec!(
+            self,
             "DELETE FROM schedule_ticks WHERE schedule = $1 AND tick_at = $2 AND job_id IS NULL",
-        )
-        .bind(schedule)
-        .bind(tick_at)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
+            schedule,
+            tick_at,
+        )?;
         Ok(())
     }
 
     /// The newest tick of `schedule` claimed so far, if any.
     pub async fn last_tick(&self, schedule: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let row: Option<(DateTime<Utc>,)> = on_pool!(self, p => sqlx::query_as(
+        let row: Option<(DateTime<Utc>,)> = fetch!(
+            self,
+            fetch_optional,
             "SELECT tick_at FROM schedule_ticks WHERE schedule = $1 ORDER BY tick_at DESC LIMIT 1",
-        )
-        .bind(schedule)
-        .fetch_optional(p)
-        .await)?;
+            schedule,
+        )?;
         Ok(row.map(|r| r.0))
     }
 
@@ -148,14 +138,13 @@ impl Store {
         claimed_before: DateTime<Utc>,
         tick_after: DateTime<Utc>,
     ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
-        let rows: Vec<(String, DateTime<Utc>)> = on_pool!(self, p => sqlx::query_as(
+        fetch!(
+            self,
+            fetch_all,
             "SELECT schedule, tick_at FROM schedule_ticks \
              WHERE job_id IS NULL AND claimed_at < $1 AND tick_at >= $2 ORDER BY tick_at",
+            claimed_before,
+            tick_after,
         )
-        .bind(claimed_before)
-        .bind(tick_after)
-        .fetch_all(p)
-        .await)?;
-        Ok(rows)
     }
 }

@@ -5,12 +5,12 @@
 //! text, where comparing them is only nearly right).
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{JobRow, RawJob, Store, StoreError, WorkerRow};
+use super::jobs::{RawJob, job_columns};
+use super::{JobRow, Store, StoreError, parse};
 use crate::jobs::{JobKind, JobState, QueueName};
 
 /// A job as the operator sees it: the row plus what ops actions left on it.
@@ -160,8 +160,7 @@ impl Store {
 
     pub async fn get_ops_job(&self, id: &str) -> Result<Option<OpsJob>, StoreError> {
         let sql = concat!("SELECT ", ops_job_columns!(), " FROM jobs WHERE id = $1");
-        let raw: Option<RawOpsJob> =
-            on_pool!(self, p => sqlx::query_as(sql).bind(id).fetch_optional(p).await)?;
+        let raw: Option<RawOpsJob> = fetch!(self, fetch_optional, sql, id)?;
         raw.map(OpsJob::try_from).transpose()
     }
 
@@ -183,12 +182,7 @@ impl Store {
              RETURNING ",
             ops_job_columns!()
         );
-        let raw: Option<RawOpsJob> = on_pool!(self, p => sqlx::query_as(sql)
-            .bind(id)
-            .bind(now)
-            .bind(task_id)
-            .fetch_optional(p)
-            .await)?;
+        let raw: Option<RawOpsJob> = fetch!(self, fetch_optional, sql, id, now, task_id)?;
         if let Some(raw) = raw {
             return Ok(RetryOutcome::Retried(Box::new(raw.try_into()?)));
         }
@@ -245,22 +239,18 @@ impl Store {
         id: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<OpsJob>, StoreError> {
-        let raw: Option<RawOpsJob> = on_pool!(self, p => sqlx::query_as(sql)
-            .bind(id)
-            .bind(now)
-            .fetch_optional(p)
-            .await)?;
+        let raw: Option<RawOpsJob> = fetch!(self, fetch_optional, sql, id, now)?;
         raw.map(TryInto::try_into).transpose()
     }
 
     /// Whether an operator asked this job to stop (read at checkpoints).
     pub async fn cancel_requested(&self, id: &str) -> Result<bool, StoreError> {
-        let row: Option<(Option<DateTime<Utc>>,)> = on_pool!(self, p => sqlx::query_as(
+        let row: Option<(Option<DateTime<Utc>>,)> = fetch!(
+            self,
+            fetch_optional,
             "SELECT cancel_requested_at FROM jobs WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(p)
-        .await)?;
+            id,
+        )?;
         Ok(matches!(row, Some((Some(_),))))
     }
 
@@ -271,14 +261,14 @@ impl Store {
             .iter()
             .map(|q| (*q, QueueCounts::default()))
             .collect();
-        let by_state: Vec<(String, String, i64)> = on_pool!(self, p => sqlx::query_as(
+        let by_state: Vec<(String, String, i64)> = fetch!(
+            self,
+            fetch_all,
             "SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state",
-        )
-        .fetch_all(p)
-        .await)?;
+        )?;
         for (queue, state, n) in by_state {
-            let c = out.entry(parse_queue(&queue)?).or_default();
-            match JobState::from_str(&state).map_err(StoreError::Corrupt)? {
+            let c = out.entry(parse(&queue)?).or_default();
+            match parse(&state)? {
                 // Split below into due and later.
                 JobState::Queued => c.waiting += n,
                 JobState::Running => c.running += n,
@@ -288,41 +278,41 @@ impl Store {
                 JobState::Cancelled => c.cancelled += n,
             }
         }
-        let later: Vec<(String, i64)> = on_pool!(self, p => sqlx::query_as(
+        let later: Vec<(String, i64)> = fetch!(
+            self,
+            fetch_all,
             "SELECT queue, COUNT(*) FROM jobs WHERE state = 'queued' AND run_at > $1 GROUP BY queue",
-        )
-        .bind(now)
-        .fetch_all(p)
-        .await)?;
+            now,
+        )?;
         for (queue, n) in later {
-            let c = out.entry(parse_queue(&queue)?).or_default();
+            let c = out.entry(parse(&queue)?).or_default();
             c.scheduled = n;
             c.waiting -= n;
         }
         for (q, c) in out.iter_mut() {
             if c.waiting > 0 {
-                let oldest: Option<(DateTime<Utc>,)> = on_pool!(self, p => sqlx::query_as(
+                let oldest: Option<(DateTime<Utc>,)> = fetch!(
+                    self,
+                    fetch_optional,
                     "SELECT run_at FROM jobs WHERE queue = $1 AND state = 'queued' AND run_at <= $2 \
                      ORDER BY run_at LIMIT 1",
-                )
-                .bind(q.as_str())
-                .bind(now)
-                .fetch_optional(p)
-                .await)?;
+                    q.as_str(),
+                    now,
+                )?;
                 c.oldest_waiting_since = oldest.map(|o| o.0);
             }
         }
         for (window, secs) in [("5m", 300), ("1h", 3600)] {
             let from = now - chrono::Duration::seconds(secs);
-            let done: Vec<(String, String, i64)> = on_pool!(self, p => sqlx::query_as(
+            let done: Vec<(String, String, i64)> = fetch!(
+                self,
+                fetch_all,
                 "SELECT queue, state, COUNT(*) FROM jobs WHERE updated_at >= $1 \
                  AND state IN ('succeeded', 'failed', 'dead', 'cancelled') GROUP BY queue, state",
-            )
-            .bind(from)
-            .fetch_all(p)
-            .await)?;
+                from,
+            )?;
             for (queue, state, n) in done {
-                let c = out.entry(parse_queue(&queue)?).or_default();
+                let c = out.entry(parse(&queue)?).or_default();
                 if window == "5m" {
                     c.finished_5m += n;
                 } else {
@@ -335,20 +325,4 @@ impl Store {
         }
         Ok(out)
     }
-
-    /// The worker roster, most recently seen first.
-    pub async fn list_workers(&self, limit: i64) -> Result<Vec<WorkerRow>, StoreError> {
-        let rows: Vec<WorkerRow> = on_pool!(self, p => sqlx::query_as(
-            "SELECT name, host, pid, queues, concurrency, version, started_at, last_seen, stopped_at \
-             FROM workers ORDER BY last_seen DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(p)
-        .await)?;
-        Ok(rows)
-    }
-}
-
-fn parse_queue(s: &str) -> Result<QueueName, StoreError> {
-    QueueName::from_str(s).map_err(StoreError::Corrupt)
 }

@@ -18,7 +18,7 @@ use rpa_ml_shared::ml::drift::{Reference, Settings, WindowDrift, compare_window}
 use rpa_ml_shared::ml::{
     self, Actual, FEATURE_SET_VERSION, MonitoringData, Target, prediction_scalar,
 };
-use rpa_ml_shared::store::{DriftReportRow, JobRow, ModelRow, StoredPrediction};
+use rpa_ml_shared::store::{DriftReportRow, JobRow, ModelDocument, ModelRow, StoredPrediction};
 
 use crate::outcome::{JobError, Outcome};
 use crate::state::WorkerState;
@@ -151,7 +151,11 @@ async fn check_target(
     report["model_version"] = json!(version);
     report["realised"] = realised(state, target, &row, data).await?;
 
-    let reference: Reference = match state.store.model_reference(target, version).await? {
+    let reference: Reference = match state
+        .store
+        .model_document(target, version, ModelDocument::DriftReference)
+        .await?
+    {
         Some(v) => match serde_json::from_value(v) {
             Ok(r) => r,
             Err(e) => {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use rpa_ml_shared::jobs::RetrainJob;
 use rpa_ml_shared::ml::{self, FEATURE_SET_VERSION, Target, TrainError};
-use rpa_ml_shared::store::{JobRow, ModelStage, NewModel};
+use rpa_ml_shared::store::{JobRow, ModelDocument, ModelStage, NewModel};
 
 use crate::cancel;
 use crate::models;
@@ -127,7 +127,11 @@ pub async fn run(state: &WorkerState, job: &JobRow, r: &RetrainJob) -> Result<Ou
             .await
         {
             Ok(reference) => match serde_json::to_value(&reference) {
-                Ok(v) => store.set_model_reference(target, row.version, &v).await?,
+                Ok(v) => {
+                    store
+                        .set_model_document(target, row.version, ModelDocument::DriftReference, &v)
+                        .await?
+                }
                 Err(e) => tracing::warn!(error = %e, "training reference not serialisable"),
             },
             Err(e) => tracing::warn!(error = %e, "training reference task failed"),
@@ -227,7 +231,7 @@ async fn export_to_mlflow(
     };
     if let Err(e) = state
         .store
-        .set_model_mlflow(row.target, row.version, &value)
+        .set_model_document(row.target, row.version, ModelDocument::Mlflow, &value)
         .await
     {
         tracing::warn!(error = %e, "could not record the MLflow export");
