@@ -465,7 +465,7 @@ impl TrainedModel {
                             ..Prediction::default()
                         }
                     }
-                    _ => {
+                    Target::BudgetVariance | Target::Risk => {
                         // Variance is defined only against a positive budget.
                         let no_budget = self
                             .feature_names

@@ -28,7 +28,7 @@ pub(super) fn linear_baseline(
 ) -> Result<f64, TrainError> {
     let shift = |r: &Snapshot| match target {
         Target::CompletionTime if total => r.elapsed_days,
-        _ => 0.0,
+        Target::CompletionTime | Target::BudgetVariance | Target::Risk => 0.0,
     };
     let rows: Vec<&[f64]> = s.train.iter().map(|r| &r.values[..width]).collect();
     let y: Vec<f64> = s
@@ -45,7 +45,7 @@ pub(super) fn linear_baseline(
             let t = m.predict(&r.values[..width]) - shift(r);
             match target {
                 Target::CompletionTime => t.clamp(0.0, MAX_REMAINING_DAYS),
-                _ => t.max(-1.0),
+                Target::BudgetVariance | Target::Risk => t.max(-1.0),
             }
         })
         .collect();

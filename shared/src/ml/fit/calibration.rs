@@ -286,7 +286,7 @@ fn interval_counts(model: &TrainedModel, rows: &[&Snapshot], truth: &[f64]) -> I
         // Intervals are in the units of `value`: total days for completion.
         let t = match model.target {
             Target::CompletionTime => r.elapsed_days + y,
-            _ => *y,
+            Target::BudgetVariance | Target::Risk => *y,
         };
         c.rows += 1;
         for (k, (lo, hi)) in [(lo80, hi80), (lo90, hi90)].into_iter().enumerate() {

@@ -117,12 +117,9 @@ pub(crate) fn fit_boosted(
                 decision_weights: [1.0; 3],
             }))
         }
-        _ => Ok(Fitted::Regressor(fit_log_regressor(
-            &Columns::from_rows(rows, width),
-            y,
-            params,
-            seed,
-        )?)),
+        Target::CompletionTime | Target::BudgetVariance => Ok(Fitted::Regressor(
+            fit_log_regressor(&Columns::from_rows(rows, width), y, params, seed)?,
+        )),
     }
 }
 

@@ -270,7 +270,7 @@ pub fn train(
             "target_transform".into(),
             match target {
                 Target::Risk => "log1p(max(slip, variance)); cancellation by log-loss",
-                _ => "log1p",
+                Target::CompletionTime | Target::BudgetVariance => "log1p",
             }
             .into(),
         );

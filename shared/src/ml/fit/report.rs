@@ -119,7 +119,7 @@ fn holdout_pairs(
     let step = n.div_ceil(HOLDOUT_PAIRS).max(1);
     let shown = |v: f64| match target {
         Target::Risk => serde_json::json!(RiskClass::NAMES[(v as usize).min(2)]),
-        _ => serde_json::json!(v),
+        Target::CompletionTime | Target::BudgetVariance => serde_json::json!(v),
     };
     (0..n)
         .step_by(step)
@@ -158,7 +158,7 @@ pub(super) fn report(
     let (mut macro_f1_v, mut freqs, mut baseline_f1) = (None, None, None);
     let (constant_name, planning_name) = match target {
         Target::Risk => ("majority", "linear_planning"),
-        _ => ("median", "linear_planning"),
+        Target::CompletionTime | Target::BudgetVariance => ("median", "linear_planning"),
     };
     match target {
         Target::Risk => {
@@ -225,7 +225,7 @@ pub(super) fn report(
                 most_likely_predicted: likely_freq,
             });
         }
-        _ => {
+        Target::CompletionTime | Target::BudgetVariance => {
             let med = median(&s.train_y);
             baselines.insert(
                 constant_name.to_string(),
