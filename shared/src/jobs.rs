@@ -10,18 +10,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::ml::Target;
 
-/// The queues workers can serve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum QueueName {
-    Predict,
-    Train,
-    Maintenance,
+listed_enum! {
+    /// The queues workers can serve.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum QueueName {
+        Predict,
+        Train,
+        Maintenance,
+    }
 }
 
 impl QueueName {
-    pub const ALL: [QueueName; 3] = [QueueName::Predict, QueueName::Train, QueueName::Maintenance];
-
     pub fn as_str(self) -> &'static str {
         match self {
             QueueName::Predict => "predict",
@@ -51,21 +51,23 @@ impl FromStr for QueueName {
     }
 }
 
-/// Job kinds, each with a stable name (stored in the jobs table and the
-/// queue message; renaming one is a migration).
-///
-/// Everything the roles need to know about a kind, besides its payload
-/// (below) and its handler (`worker/src/jobs/`), is in [`JobKind::spec`].
-/// Adding a kind: a variant here, a row in `spec`, a payload variant in
-/// [`JobPayload`]; the compiler then points at the handler dispatch and the
-/// scheduler's schedule table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    Predict,
-    Retrain,
-    Drift,
-    Maintenance,
+listed_enum! {
+    /// Job kinds, each with a stable name (stored in the jobs table and the
+    /// queue message; renaming one is a migration).
+    ///
+    /// Everything the roles need to know about a kind, besides its payload
+    /// (below) and its handler (`worker/src/jobs/`), is in [`JobKind::spec`].
+    /// Adding a kind: a variant here, a row in `spec`, a payload variant in
+    /// [`JobPayload`]; the compiler then points at the handler dispatch and the
+    /// scheduler's schedule table.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum JobKind {
+        Predict,
+        Retrain,
+        Drift,
+        Maintenance,
+    }
 }
 
 /// When a second job of a kind collapses onto an active (queued or running)
@@ -96,13 +98,6 @@ pub struct KindSpec {
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 4] = [
-        JobKind::Predict,
-        JobKind::Retrain,
-        JobKind::Drift,
-        JobKind::Maintenance,
-    ];
-
     pub const fn spec(self) -> KindSpec {
         match self {
             JobKind::Predict => KindSpec {
@@ -171,30 +166,23 @@ impl FromStr for JobKind {
     }
 }
 
-/// Life cycle of a job row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    Queued,
-    Running,
-    Succeeded,
-    /// A permanent failure: retrying cannot help (bad input, no model).
-    Failed,
-    /// Attempts exhausted on transient failures or worker crashes.
-    Dead,
-    Cancelled,
+listed_enum! {
+    /// Life cycle of a job row.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum JobState {
+        Queued,
+        Running,
+        Succeeded,
+        /// A permanent failure: retrying cannot help (bad input, no model).
+        Failed,
+        /// Attempts exhausted on transient failures or worker crashes.
+        Dead,
+        Cancelled,
+    }
 }
 
 impl JobState {
-    pub const ALL: [JobState; 6] = [
-        JobState::Queued,
-        JobState::Running,
-        JobState::Succeeded,
-        JobState::Failed,
-        JobState::Dead,
-        JobState::Cancelled,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Queued => "queued",

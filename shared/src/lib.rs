@@ -1,5 +1,8 @@
 //! Types and plumbing shared by the api, worker and scheduler roles.
 
+#[macro_use]
+mod enums;
+
 pub mod backend;
 pub mod config;
 mod db_error;

@@ -3,22 +3,22 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// The three questions the backend asks about a project
-/// (docs/DATA-CONTRACT.md). Adding a target: a variant here and a row in
-/// each `match` below; the compiler then points at every place that must
-/// learn of it (its label in `training.rs`, its learner in `fit/`, its
-/// quality gate in `settings.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Target {
-    CompletionTime,
-    BudgetVariance,
-    Risk,
+listed_enum! {
+    /// The three questions the backend asks about a project
+    /// (docs/DATA-CONTRACT.md). Adding a target: a variant here and a row in
+    /// each `match` below; the compiler then points at every place that must
+    /// learn of it (its label in `training.rs`, its learner in `fit/`, its
+    /// quality gate in `settings.rs`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Target {
+        CompletionTime,
+        BudgetVariance,
+        Risk,
+    }
 }
 
 impl Target {
-    pub const ALL: [Target; 3] = [Target::CompletionTime, Target::BudgetVariance, Target::Risk];
-
     pub fn as_str(&self) -> &'static str {
         match self {
             Target::CompletionTime => "completion_time",
