@@ -14,7 +14,7 @@ use rpa_ml_shared::jobs::QueueName;
 use rpa_ml_worker::{WorkerOptions, WorkerState};
 
 use crate::cli::{Cli, Command, DemoArgs};
-use crate::setup::{connect, init_telemetry, load_config, shutdown_token};
+use crate::setup::{bind, connect, init_telemetry, load_config, shutdown_token};
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -62,14 +62,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
 async fn api(config: Arc<Config>) -> anyhow::Result<()> {
     let conns = connect(&config).await?;
     let shutdown = shutdown_token();
-    let listener = tokio::net::TcpListener::bind(config.listen_addr())
-        .await
-        .with_context(|| {
-            format!(
-                "ML_API_HOST/ML_API_PORT: cannot listen on {}",
-                config.listen_addr()
-            )
-        })?;
+    let listener = bind(&config).await?;
     tracing::info!(addr = %listener.local_addr()?, queue = conns.queue.backend_name(), store = conns.store.backend_name(), "api listening");
     let state = AppState::new(config, conns.store, conns.queue, conns.backend);
     rpa_ml_api::serve(listener, state, async move { shutdown.cancelled().await }).await?;

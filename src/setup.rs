@@ -132,3 +132,15 @@ pub fn shutdown_token() -> CancellationToken {
     });
     token
 }
+
+/// The api's listening socket (`ML_API_HOST`, `ML_API_PORT`).
+pub async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(config.listen_addr())
+        .await
+        .with_context(|| {
+            format!(
+                "ML_API_HOST/ML_API_PORT: cannot listen on {}",
+                config.listen_addr()
+            )
+        })
+}

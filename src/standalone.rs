@@ -17,7 +17,7 @@ use rpa_ml_shared::{demo, submit};
 use rpa_ml_worker::{WorkerOptions, WorkerState};
 
 use crate::cli::StandaloneArgs;
-use crate::setup::{connect, init_telemetry, load_config, shutdown_token};
+use crate::setup::{bind, connect, init_telemetry, load_config, shutdown_token};
 
 /// Everything in one process on SQLite.
 pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
@@ -87,14 +87,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
 
     let conns = connect(&config).await?;
     let shutdown = shutdown_token();
-    let listener = tokio::net::TcpListener::bind(config.listen_addr())
-        .await
-        .with_context(|| {
-            format!(
-                "ML_API_HOST/ML_API_PORT: cannot listen on {}",
-                config.listen_addr()
-            )
-        })?;
+    let listener = bind(&config).await?;
     let addr = listener.local_addr()?;
 
     let mut tasks = tokio::task::JoinSet::new();

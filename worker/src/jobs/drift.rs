@@ -322,12 +322,7 @@ async fn realised(
             .collect();
         let hits = scored.iter().filter(|(_, p, a)| p == a).count();
         let value = (!scored.is_empty()).then(|| hits as f64 / scored.len() as f64);
-        let json_pairs: Vec<Value> = scored
-            .iter()
-            .take(MAX_PAIRS)
-            .map(|(id, p, a)| json!({"project_id": id, "predicted": p, "actual": a}))
-            .collect();
-        (target.metric().as_str(), value, json_pairs)
+        (target.metric().as_str(), value, chart_pairs(&scored))
     } else {
         let scored: Vec<(i64, f64, f64)> = pairs
             .iter()
@@ -336,12 +331,7 @@ async fn realised(
         let value = (!scored.is_empty()).then(|| {
             scored.iter().map(|(_, p, a)| (p - a).abs()).sum::<f64>() / scored.len() as f64
         });
-        let json_pairs: Vec<Value> = scored
-            .iter()
-            .take(MAX_PAIRS)
-            .map(|(id, p, a)| json!({"project_id": id, "predicted": p, "actual": a}))
-            .collect();
-        (target.metric().as_str(), value, json_pairs)
+        (target.metric().as_str(), value, chart_pairs(&scored))
     };
     let projects = if target.is_classification() {
         pairs.iter().filter(|p| p.3.is_some()).count()
@@ -398,4 +388,13 @@ async fn enqueue_retrains(
         }
     }
     Ok(ids)
+}
+
+/// The first [`MAX_PAIRS`] (project, predicted, actual) triples, for a chart.
+fn chart_pairs<P: serde::Serialize, A: serde::Serialize>(scored: &[(i64, P, A)]) -> Vec<Value> {
+    scored
+        .iter()
+        .take(MAX_PAIRS)
+        .map(|(id, p, a)| json!({"project_id": id, "predicted": p, "actual": a}))
+        .collect()
 }
