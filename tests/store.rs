@@ -1,19 +1,35 @@
 //! The writes a worker makes to the ML store, run against both databases:
-//! each job outcome, the guard that drops the outcome of a worker that no
-//! longer holds its job, and the documents kept beside a model version.
+//! each job outcome, the guard that drops the outcome of a worker (or an
+//! attempt) that no longer holds its job, the lease the reconciler judges
+//! by, and the documents kept beside a model version.
 
 mod common;
+
+use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
 use common::{Mode, TestEnv};
 use rpa_ml_shared::jobs::{JobPayload, JobState, PredictJob, ProjectSelection};
 use rpa_ml_shared::ml::Target;
 use rpa_ml_shared::store::{
-    Claim, JobOutcome, JobRow, ModelDocument, NewJob, NewModel, PredictionRow, Store,
+    Claim, Holder, JobOutcome, JobRow, ModelDocument, NewJob, NewModel, PredictionRow, Store,
+    WorkerRow,
 };
 use serde_json::json;
 
 const WORKER: &str = "w-holder";
+/// A lease no test outlives.
+const LEASE: Duration = Duration::from_secs(600);
+/// A lease that has run out by the time the next statement runs.
+const SPENT: Duration = Duration::from_millis(1);
+
+/// `worker` as the holder of `job`'s current attempt.
+fn by<'a>(worker: &'a str, job: &JobRow) -> Holder<'a> {
+    Holder {
+        worker,
+        attempt: job.attempts,
+    }
+}
 
 async fn open(env: &TestEnv) -> Store {
     let store = Store::connect(&env.store_url, 2).await.expect("connect");
@@ -21,8 +37,8 @@ async fn open(env: &TestEnv) -> Store {
     store
 }
 
-/// A new predict job, claimed by `WORKER`.
-async fn running_job(store: &Store) -> JobRow {
+/// A new queued predict job's id.
+async fn queued_job(store: &Store) -> String {
     let id = ulid::Ulid::new().to_string();
     let job = NewJob {
         id: id.clone(),
@@ -35,10 +51,21 @@ async fn running_job(store: &Store) -> JobRow {
         request_id: None,
     };
     store.insert_jobs(&[job]).await.expect("insert");
-    match store.claim_job(&id, WORKER).await.expect("claim") {
+    id
+}
+
+/// `id` claimed by `worker` with a lease of `lease`.
+async fn claim(store: &Store, id: &str, worker: &str, lease: Duration) -> JobRow {
+    match store.claim_job(id, worker, lease).await.expect("claim") {
         Claim::Claimed(job) => *job,
         other => panic!("not claimed: {other:?}"),
     }
+}
+
+/// A new predict job, claimed by `WORKER`.
+async fn running_job(store: &Store) -> JobRow {
+    let id = queued_job(store).await;
+    claim(store, &id, WORKER, LEASE).await
 }
 
 async fn reread(store: &Store, id: &str) -> JobRow {
@@ -71,7 +98,7 @@ async fn success_is_stored_with_its_predictions_once(store: &Store, mode: Mode) 
     };
 
     let kept = store
-        .set_outcome(&job.id, "w-other", success)
+        .set_outcome(&job.id, by("w-other", &job), success)
         .await
         .expect("write");
     assert!(!kept, "{mode:?}: another worker's outcome must be dropped");
@@ -82,7 +109,7 @@ async fn success_is_stored_with_its_predictions_once(store: &Store, mode: Mode) 
 
     assert!(
         store
-            .set_outcome(&job.id, WORKER, success)
+            .set_outcome(&job.id, by(WORKER, &job), success)
             .await
             .expect("write")
     );
@@ -101,7 +128,7 @@ async fn success_is_stored_with_its_predictions_once(store: &Store, mode: Mode) 
     let failed = JobOutcome::Failed { error: "late" };
     assert!(
         !store
-            .set_outcome(&job.id, WORKER, failed)
+            .set_outcome(&job.id, by(WORKER, &job), failed)
             .await
             .expect("write")
     );
@@ -115,7 +142,7 @@ async fn success_is_stored_with_its_predictions_once(store: &Store, mode: Mode) 
     };
     assert!(
         store
-            .set_outcome(&job.id, WORKER, plain)
+            .set_outcome(&job.id, by(WORKER, &job), plain)
             .await
             .expect("write")
     );
@@ -133,12 +160,12 @@ async fn endings_keep_their_error_and_progress(store: &Store, mode: Mode) {
     ] {
         let job = running_job(store).await;
         store
-            .set_progress(&job.id, WORKER, "scoring", 0.4)
+            .set_progress(&job.id, by(WORKER, &job), "scoring", 0.4)
             .await
             .expect("progress");
         assert!(
             store
-                .set_outcome(&job.id, WORKER, outcome)
+                .set_outcome(&job.id, by(WORKER, &job), outcome)
                 .await
                 .expect("write")
         );
@@ -165,13 +192,13 @@ async fn a_retry_frees_the_row_until_it_is_due(store: &Store, mode: Mode) {
     };
     assert!(
         !store
-            .set_outcome(&job.id, "w-other", retry)
+            .set_outcome(&job.id, by("w-other", &job), retry)
             .await
             .expect("write")
     );
     assert!(
         store
-            .set_outcome(&job.id, WORKER, retry)
+            .set_outcome(&job.id, by(WORKER, &job), retry)
             .await
             .expect("write")
     );
@@ -184,15 +211,151 @@ async fn a_retry_frees_the_row_until_it_is_due(store: &Store, mode: Mode) {
     assert_eq!(row.finished_at, None);
     // Not due yet, and no longer running: nobody can claim or end it.
     assert!(matches!(
-        store.claim_job(&job.id, WORKER).await.expect("claim"),
+        store
+            .claim_job(&job.id, WORKER, LEASE)
+            .await
+            .expect("claim"),
         Claim::NotClaimable(Some(JobState::Queued))
     ));
     assert!(
         !store
-            .set_outcome(&job.id, WORKER, retry)
+            .set_outcome(&job.id, by(WORKER, &job), retry)
             .await
             .expect("write")
     );
+}
+
+/// Attempt 1's lease runs out, the reconciler takes the job back and the
+/// same worker process claims it again (attempt 2): whatever attempt 1
+/// still writes is refused and changes no row; attempt 2's outcome stands.
+async fn a_late_attempt_writes_nothing(store: &Store, mode: Mode) {
+    let id = queued_job(store).await;
+    let first = claim(store, &id, WORKER, SPENT).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let taken = store.recover_orphans(Utc::now()).await.expect("recover");
+    assert!(
+        taken
+            .iter()
+            .any(|r| r.id == id && r.state == JobState::Queued),
+        "{mode:?}: {taken:?}"
+    );
+    let second = claim(store, &id, WORKER, LEASE).await;
+    assert_eq!(second.attempts, first.attempts + 1, "{mode:?}");
+
+    let rows = predictions(&id, 3, 42);
+    let result = json!({"predicted": 3});
+    let success = JobOutcome::Succeeded {
+        result: &result,
+        predictions: &rows,
+    };
+    let late = by(WORKER, &first);
+    assert!(
+        !store.set_outcome(&id, late, success).await.expect("write"),
+        "{mode:?}: the outcome of a taken-back attempt is refused"
+    );
+    assert!(
+        !store
+            .set_outcome(&id, late, JobOutcome::Failed { error: "late" })
+            .await
+            .expect("write")
+    );
+    assert!(!store.renew_lease(&id, late, LEASE).await.expect("renew"));
+    store
+        .set_progress(&id, late, "late stage", 0.9)
+        .await
+        .expect("progress");
+    let row = reread(store, &id).await;
+    assert_eq!(row.state, JobState::Running, "{mode:?}");
+    assert_eq!(row.attempts, second.attempts);
+    assert_eq!(row.progress, 0.0, "{mode:?}: no late progress");
+    assert_ne!(row.stage.as_deref(), Some("late stage"));
+    assert_eq!(row.error, None);
+    let stored = store.predictions_of_version(Target::Risk, 42).await;
+    assert_eq!(stored.expect("predictions").len(), 0, "{mode:?}");
+
+    assert!(
+        store
+            .set_outcome(&id, by(WORKER, &second), success)
+            .await
+            .expect("write")
+    );
+    assert_eq!(reread(store, &id).await.state, JobState::Succeeded);
+    let stored = store.predictions_of_version(Target::Risk, 42).await;
+    assert_eq!(stored.expect("predictions").len(), 3, "{mode:?}");
+}
+
+/// The lease alone decides what the reconciler takes back: not whether the
+/// worker heart-beats in the roster.
+async fn only_expired_leases_are_taken_back(store: &Store, mode: Mode) {
+    let now = Utc::now();
+    let alive = WorkerRow {
+        name: WORKER.into(),
+        host: "h".into(),
+        pid: 1,
+        queues: "predict".into(),
+        concurrency: 1,
+        version: "t".into(),
+        started_at: now,
+        last_seen: now,
+        stopped_at: None,
+    };
+    store.heartbeat_worker(&alive).await.expect("heartbeat");
+    // The worker is alive, but it stopped confirming this job.
+    let expired = claim(store, &queued_job(store).await, WORKER, SPENT).await;
+    // Live leases: one under the live worker, one under a worker the roster
+    // has never seen (as after a store outage that silenced its heartbeat).
+    let live = claim(store, &queued_job(store).await, WORKER, LEASE).await;
+    let silent = claim(store, &queued_job(store).await, "w-silent", LEASE).await;
+    // A lease that ran out but was renewed before any reconciler acted.
+    let renewed = claim(store, &queued_job(store).await, WORKER, SPENT).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        store
+            .renew_lease(&renewed.id, by(WORKER, &renewed), LEASE)
+            .await
+            .expect("renew")
+    );
+
+    // Every worker's heartbeat counts as too old here.
+    let dead_before = Utc::now() + chrono::Duration::hours(1);
+    let taken = store.recover_orphans(dead_before).await.expect("recover");
+    let ids: Vec<&str> = taken.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, [expired.id.as_str()], "{mode:?}");
+    let row = reread(store, &expired.id).await;
+    assert_eq!(row.state, JobState::Queued, "{mode:?}");
+    assert_eq!(row.worker, None);
+    assert!(
+        row.error
+            .as_deref()
+            .is_some_and(|e| e.contains("attempt 1 of 3")),
+        "{mode:?}: {:?}",
+        row.error
+    );
+    for job in [&live, &silent, &renewed] {
+        let row = reread(store, &job.id).await;
+        assert_eq!(row.state, JobState::Running, "{mode:?}: {}", job.id);
+        assert_eq!(row.attempts, 1);
+    }
+    // The holder of a live lease still ends its job.
+    assert!(
+        store
+            .set_outcome(
+                &silent.id,
+                by("w-silent", &silent),
+                JobOutcome::Failed { error: "x" }
+            )
+            .await
+            .expect("write")
+    );
+    for job in [&live, &renewed] {
+        let failed = JobOutcome::Failed { error: "x" };
+        assert!(
+            store
+                .set_outcome(&job.id, by(WORKER, job), failed)
+                .await
+                .expect("write")
+        );
+    }
 }
 
 async fn model_documents_are_kept_apart(store: &Store, mode: Mode) {
@@ -243,6 +406,8 @@ async fn job_outcomes_and_model_documents_on_sqlite_and_postgres() {
         success_is_stored_with_its_predictions_once(&store, mode).await;
         endings_keep_their_error_and_progress(&store, mode).await;
         a_retry_frees_the_row_until_it_is_due(&store, mode).await;
+        a_late_attempt_writes_nothing(&store, mode).await;
+        only_expired_leases_are_taken_back(&store, mode).await;
         model_documents_are_kept_apart(&store, mode).await;
         store.close().await;
     }

@@ -163,6 +163,7 @@ impl TestEnv {
             ("MIN_TRAINING_SAMPLES", "20".to_string()),
             ("WORKER_HEARTBEAT_SECS", "1".to_string()),
             ("WORKER_DEAD_AFTER_SECS", "3".to_string()),
+            ("JOB_LEASE_SECS", "3".to_string()),
             ("RECONCILE_INTERVAL_SECS", "1".to_string()),
             ("RECONCILE_REQUEUE_AFTER_SECS", "2".to_string()),
             ("QUEUE_POLL_INTERVAL_MS", "50".to_string()),

@@ -1,6 +1,7 @@
 //! The kernel of the worker: one queue message → claim the job's row, run
 //! its handler (`crate::jobs`), record the outcome. Every kind goes through
-//! here, so attempts, limits, metrics and the outcome write are written once.
+//! here, so attempts, the lease, limits, metrics and the outcome write are
+//! written once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,33 +15,42 @@ use rpa_ml_shared::metrics;
 use rpa_ml_shared::ml::Target;
 use rpa_ml_shared::store::{Claim, JobOutcome, JobRow, PredictionRow, StoreError};
 
+use crate::lease::Lease;
 use crate::outcome::{JobError, Outcome};
 use crate::state::WorkerState;
 
-/// Entry point for one queue message. Errors returned here are only those
-/// that left the job row untouched (the store was unreachable before the
-/// claim); apalis then redelivers the message.
+/// Entry point for one queue message. Errors returned here are those that
+/// left the job row untouched (the store was unreachable before the claim;
+/// apalis then redelivers the message) or an outcome the store would not
+/// take for minutes (the lease then runs out and the reconciler takes the
+/// job back).
 pub async fn handle_message(state: Arc<WorkerState>, msg: JobMessage) -> Result<(), StoreError> {
     let span = tracing::info_span!("job", job.id = %msg.job_id, job.kind = %msg.kind,
         request_id = msg.request_id.as_deref().unwrap_or(""), worker = %state.name);
     async move {
-        let job = match state.store.claim_job(&msg.job_id, &state.name).await? {
-            Claim::Claimed(job) => job,
+        let claim = state
+            .store
+            .claim_job(&msg.job_id, &state.name, state.config.job_lease)
+            .await?;
+        let job = match claim {
+            Claim::Claimed(job) => *job,
+            // Running elsewhere (its holder renews the lease, or the
+            // reconciler takes it back when that stops), ended, or unknown:
+            // this message is a duplicate.
             Claim::NotClaimable(current) => {
                 tracing::debug!(state = ?current, "message for a job that is not queued; dropped");
                 return Ok(());
             }
         };
+        // Confirmed for as long as this attempt is being run or recorded.
+        let _lease = Lease::hold(state.clone(), &job);
         if job.attempts > job.max_attempts {
             let err = format!(
                 "attempt limit reached ({} of {})",
                 job.attempts - 1,
                 job.max_attempts
             );
-            state
-                .store
-                .set_outcome(&job.id, &state.name, JobOutcome::Dead { error: &err })
-                .await?;
+            write_outcome(&state, &job, JobOutcome::Dead { error: &err }).await?;
             return Ok(());
         }
         let started = Instant::now();
@@ -59,12 +69,97 @@ pub async fn handle_message(state: Arc<WorkerState>, msg: JobMessage) -> Result<
         if let Some(d) = state.faults.delay {
             tokio::time::sleep(d).await;
         }
-        let outcome = crate::jobs::run(&state, &job).await;
+        let outcome = run_contained(&state, &job).await;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         record_outcome(&state, &job, outcome, elapsed_ms).await
     }
     .instrument(span)
     .await
+}
+
+/// Runs the job's handler as its own task, so a panic fails this job (a
+/// bug: retrying would panic again) and its outcome is still recorded.
+async fn run_contained(state: &Arc<WorkerState>, job: &JobRow) -> Result<Outcome, JobError> {
+    let task = {
+        let (state, job) = (state.clone(), job.clone());
+        tokio::spawn(async move { crate::jobs::run(&state, &job).await })
+    };
+    // Dropping this future (the process stops) must not leave the handler
+    // running with no one to record its outcome.
+    let abort = task.abort_handle();
+    let _abort = AbortOnDrop(abort);
+    match task.await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let err = format!("the worker panicked while running this job: {e}");
+            tracing::error!(error = %err, "job panicked");
+            Err(JobError::Permanent(err))
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How long a worker keeps trying to write an outcome the store does not
+/// take (it is unreachable), and the longest pause between two tries.
+const OUTCOME_RETRY_FOR: Duration = Duration::from_secs(300);
+const OUTCOME_RETRY_MAX_PAUSE: Duration = Duration::from_secs(15);
+
+/// Writes this attempt's outcome. A store that cannot be reached is tried
+/// again with capped exponential back-off for up to [`OUTCOME_RETRY_FOR`]
+/// (the lease is renewed meanwhile, so nobody takes the job back), instead
+/// of leaving the row `running`; past that the error is returned, the
+/// lease runs out and the reconciler takes the job back. False when the
+/// row is no longer held by this attempt: the outcome is refused.
+async fn write_outcome(
+    state: &WorkerState,
+    job: &JobRow,
+    outcome: JobOutcome<'_>,
+) -> Result<bool, StoreError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match state
+            .store
+            .set_outcome(&job.id, state.holder(job), outcome)
+            .await
+        {
+            Ok(kept) => {
+                if !kept {
+                    tracing::warn!(
+                        attempt = job.attempts,
+                        outcome = %outcome.state(),
+                        "outcome refused: this attempt no longer holds the job \
+                         (its lease ran out and it was taken back, or an operator acted); dropped"
+                    );
+                }
+                return Ok(kept);
+            }
+            Err(e) if e.is_transient() && started.elapsed() + pause < OUTCOME_RETRY_FOR => {
+                tracing::warn!(
+                    error = %e,
+                    retry_in_ms = pause.as_millis() as u64,
+                    "could not record the job's outcome; trying again"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(OUTCOME_RETRY_MAX_PAUSE);
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "could not record the job's outcome; giving up, the job goes back \
+                     to the queue once its lease runs out"
+                );
+                return Err(e);
+            }
+        }
+    }
 }
 
 async fn record_outcome(
@@ -91,71 +186,54 @@ async fn record_outcome(
                 Outcome::Plain(v) => (v, Vec::new()),
                 Outcome::WithPredictions(v, rows) => (v, rows),
             };
-            let kept = store
-                .set_outcome(
-                    &job.id,
-                    &state.name,
-                    JobOutcome::Succeeded {
-                        result: &result,
-                        predictions: &rows,
-                    },
-                )
-                .await?;
-            if kept {
+            let success = JobOutcome::Succeeded {
+                result: &result,
+                predictions: &rows,
+            };
+            if write_outcome(state, job, success).await? {
                 counted("succeeded");
                 count_predictions(&rows);
                 tracing::info!(elapsed_ms, "job succeeded");
-            } else {
-                tracing::warn!("job was taken over while running; this outcome is dropped");
             }
         }
         Err(JobError::Cancelled(e)) => {
-            counted("cancelled");
-            tracing::info!(reason = %e, elapsed_ms, "job cancelled");
-            store
-                .set_outcome(&job.id, &state.name, JobOutcome::Cancelled { error: &e })
-                .await?;
+            if write_outcome(state, job, JobOutcome::Cancelled { error: &e }).await? {
+                counted("cancelled");
+                tracing::info!(reason = %e, elapsed_ms, "job cancelled");
+            }
         }
         Err(JobError::Permanent(e)) => {
-            counted("failed");
-            tracing::warn!(error = %e, elapsed_ms, "job failed permanently");
-            store
-                .set_outcome(&job.id, &state.name, JobOutcome::Failed { error: &e })
-                .await?;
+            if write_outcome(state, job, JobOutcome::Failed { error: &e }).await? {
+                counted("failed");
+                tracing::warn!(error = %e, elapsed_ms, "job failed permanently");
+            }
         }
         Err(JobError::Transient(e)) if job.attempts >= job.max_attempts => {
             let e = format!(
                 "{e} (attempt {} of {}; giving up)",
                 job.attempts, job.max_attempts
             );
-            counted("dead");
-            tracing::warn!(error = %e, "job is dead");
-            store
-                .set_outcome(&job.id, &state.name, JobOutcome::Dead { error: &e })
-                .await?;
+            if write_outcome(state, job, JobOutcome::Dead { error: &e }).await? {
+                counted("dead");
+                tracing::warn!(error = %e, "job is dead");
+            }
         }
         Err(JobError::Transient(e)) => {
             let delay = backoff(job.attempts);
             let run_at = Utc::now()
                 + chrono::Duration::from_std(delay)
                     .unwrap_or_else(|_| chrono::Duration::seconds(1));
-            counted("retry");
-            tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "job failed; will retry");
             let msg = format!(
                 "{e} (attempt {} of {}; retrying)",
                 job.attempts, job.max_attempts
             );
-            if store
-                .set_outcome(
-                    &job.id,
-                    &state.name,
-                    JobOutcome::Retry {
-                        error: &msg,
-                        run_at,
-                    },
-                )
-                .await?
-            {
+            let retry = JobOutcome::Retry {
+                error: &msg,
+                run_at,
+            };
+            if write_outcome(state, job, retry).await? {
+                counted("retry");
+                tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "job failed; will retry");
                 let message = JobMessage {
                     job_id: job.id.clone(),
                     kind: job.kind,

@@ -5,12 +5,14 @@
 //!   heartbeat, the reconciler loop, graceful shutdown;
 //! - `kernel`: one message → claim the row, run its handler, record the
 //!   outcome;
+//! - `lease`: the per-job lease a running job's worker renews;
 //! - `jobs/`: one file per job kind (the handlers);
 //! - `models`: production models loaded once per process, and retention.
 
 pub mod cancel;
 pub mod jobs;
 pub mod kernel;
+pub mod lease;
 pub mod metrics_server;
 pub mod models;
 pub mod outcome;

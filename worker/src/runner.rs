@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use rpa_ml_shared::jobs::{JobMessage, QueueName};
 use rpa_ml_shared::queue::Queue;
-use rpa_ml_shared::store::{JobOutcome, WorkerRow};
+use rpa_ml_shared::store::WorkerRow;
 
 use crate::kernel::handle_message;
 use crate::reconcile;
@@ -188,20 +188,18 @@ async fn run_one(
 }
 
 /// Each job runs as its own tokio task, so concurrent jobs use every core
-/// and a panic is contained to its job.
+/// and a panic is contained to its job (a panic in the handler itself fails
+/// the job in the kernel).
 async fn task(msg: JobMessage, state: Data<Arc<WorkerState>>) -> Result<(), BoxDynError> {
     let state: Arc<WorkerState> = (*state).clone();
     let job_id = msg.job_id.clone();
-    match tokio::spawn(handle_message(state.clone(), msg)).await {
+    match tokio::spawn(handle_message(state, msg)).await {
         Ok(res) => res.map_err(|e| e.into()),
         Err(e) => {
-            // A panic is a bug, not bad luck: retrying would panic again.
-            let err = format!("the worker panicked while running this job: {e}");
-            tracing::error!(job.id = %job_id, error = %err, "job panicked");
-            state
-                .store
-                .set_outcome(&job_id, &state.name, JobOutcome::Failed { error: &err })
-                .await?;
+            // Outside the handler: the row, if claimed, is no longer
+            // confirmed, and the reconciler takes it back when its lease
+            // runs out.
+            tracing::error!(job.id = %job_id, error = %e, "job task panicked");
             Ok(())
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rpa_ml_shared::backend::BackendDb;
 use rpa_ml_shared::config::Config;
 use rpa_ml_shared::queue::Queue;
-use rpa_ml_shared::store::Store;
+use rpa_ml_shared::store::{Holder, JobRow, Store};
 use rpa_ml_shared::telemetry::hostname;
 
 /// Everything a job handler needs, shared by all tasks of one process.
@@ -49,6 +49,15 @@ impl Faults {
 }
 
 impl WorkerState {
+    /// This process as the holder of `job`, as claimed: the fence of every
+    /// write it makes to the job's row.
+    pub fn holder<'a>(&'a self, job: &JobRow) -> Holder<'a> {
+        Holder {
+            worker: &self.name,
+            attempt: job.attempts,
+        }
+    }
+
     pub fn new(
         config: Arc<Config>,
         store: Store,

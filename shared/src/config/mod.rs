@@ -245,6 +245,7 @@ impl fmt::Debug for Config {
             .field("schedule_tick_ttl_days", &self.schedule_tick_ttl_days)
             .field("worker_heartbeat", &self.worker_heartbeat)
             .field("worker_dead_after", &self.worker_dead_after)
+            .field("job_lease", &self.job_lease)
             .field("reconcile_interval", &self.reconcile_interval)
             .field("requeue_after", &self.requeue_after)
             .field("poll_interval", &self.poll_interval)

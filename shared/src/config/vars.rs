@@ -202,10 +202,15 @@ declare! {
             PREDICTION_RETENTION_DAYS = "180", Days => prediction_retention_days: u32;
             /// How often a worker reports it is alive, in seconds (>= 1).
             WORKER_HEARTBEAT_SECS = "2", Secs { min: 1 } => worker_heartbeat: std::time::Duration;
-            /// Silence after which a worker counts as dead and its jobs are recovered,
-            /// in seconds (must be more than WORKER_HEARTBEAT_SECS).
+            /// Silence after which a worker counts as dead on the roster (and its jobs
+            /// claimed before job leases existed are recovered), in seconds (must be more
+            /// than WORKER_HEARTBEAT_SECS).
             WORKER_DEAD_AFTER_SECS = "10", Secs { min: 1 }
                 => worker_dead_after: std::time::Duration;
+            /// Lease of a running job, in seconds (>= 3): its worker renews it every third
+            /// of this while the job runs, and the reconciler takes back a job whose lease
+            /// ran out, even if its worker still heart-beats.
+            JOB_LEASE_SECS = "15", Secs { min: 3 } => job_lease: std::time::Duration;
             /// How often the reconciler compares the jobs table with the queue, in seconds (>= 1).
             RECONCILE_INTERVAL_SECS = "5", Secs { min: 1 }
                 => reconcile_interval: std::time::Duration;

@@ -84,13 +84,25 @@ macro_rules! bind_prediction {
 }
 
 /// The guard of every write a worker makes to a job it runs: the row is
-/// still running, under this worker (`$1` the id, `$2` the worker). A write
-/// that finds it otherwise changes nothing: the reconciler or an operator
-/// took the job away, and the other holder's outcome stands.
+/// still running, under this worker, in this attempt (`$1` the id, `$2` the
+/// worker, `$3` the attempt). A write that finds it otherwise changes
+/// nothing: the reconciler or an operator took the job away (and maybe
+/// another attempt holds it now), and the other holder's outcome stands.
 macro_rules! held_by_worker {
     () => {
-        " WHERE id = $1 AND worker = $2 AND state = 'running'"
+        " WHERE id = $1 AND worker = $2 AND attempts = $3 AND state = 'running'"
     };
+}
+
+/// Who runs a job: the worker that claimed it and the attempt its claim
+/// counted. Every write a worker makes to a running job names its holder,
+/// and only the current holder's writes land (fencing by attempt: a worker
+/// that lost its lease cannot overwrite the attempt that replaced it, even
+/// when both are the same process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder<'a> {
+    pub worker: &'a str,
+    pub attempt: i32,
 }
 
 impl TryFrom<RawJob> for JobRow {
@@ -182,30 +194,31 @@ impl JobOutcome<'_> {
         }
     }
 
-    /// The write, `$3` being now; [`Store::set_outcome`] binds the rest in
+    /// The write, `$4` being now; [`Store::set_outcome`] binds the rest in
     /// the order noted here. An ended row keeps its worker (who ran it) and,
     /// unless it succeeded, the progress it reached; a retried row loses its
-    /// worker and queue task so the next claim can take it.
+    /// worker and queue task so the next claim can take it. Either way the
+    /// lease is gone.
     fn sql(&self) -> &'static str {
         match self {
             JobOutcome::Succeeded { .. } => concat!(
-                // $4 result
-                "UPDATE jobs SET state = 'succeeded', stage = 'succeeded', result = $4, \
-                 error = NULL, progress = 1, finished_at = $3, updated_at = $3",
+                // $5 result
+                "UPDATE jobs SET state = 'succeeded', stage = 'succeeded', result = $5, \
+                 error = NULL, progress = 1, finished_at = $4, updated_at = $4, lease_until = NULL",
                 held_by_worker!()
             ),
             JobOutcome::Failed { .. } | JobOutcome::Dead { .. } | JobOutcome::Cancelled { .. } => {
                 concat!(
-                    // $4 error, $5 state
-                    "UPDATE jobs SET state = $5, stage = $5, result = NULL, error = $4, \
-                     finished_at = $3, updated_at = $3",
+                    // $5 error, $6 state
+                    "UPDATE jobs SET state = $6, stage = $6, result = NULL, error = $5, \
+                     finished_at = $4, updated_at = $4, lease_until = NULL",
                     held_by_worker!()
                 )
             }
             JobOutcome::Retry { .. } => concat!(
-                // $4 error, $5 run_at
+                // $5 error, $6 run_at
                 "UPDATE jobs SET state = 'queued', stage = 'retry scheduled', worker = NULL, \
-                 queue_task_id = NULL, error = $4, run_at = $5, updated_at = $3",
+                 queue_task_id = NULL, lease_until = NULL, error = $5, run_at = $6, updated_at = $4",
                 held_by_worker!()
             ),
         }
@@ -372,15 +385,31 @@ impl Store {
         Ok(())
     }
 
-    /// Moves a queued job to running for `worker`, counting the attempt.
-    pub async fn claim_job(&self, id: &str, worker: &str) -> Result<Claim, StoreError> {
+    /// Moves a queued job to running for `worker`, counting the attempt, with
+    /// a lease of `lease` from now (which the worker renews while the job
+    /// runs, see [`Store::renew_lease`]).
+    pub async fn claim_job(
+        &self,
+        id: &str,
+        worker: &str,
+        lease: std::time::Duration,
+    ) -> Result<Claim, StoreError> {
         let sql = concat!(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, worker = $2, \
-             started_at = COALESCE(started_at, $3), updated_at = $3, error = NULL \
+             started_at = COALESCE(started_at, $3), updated_at = $3, error = NULL, lease_until = $4 \
              WHERE id = $1 AND state = 'queued' AND run_at <= $3 RETURNING ",
             job_columns!()
         );
-        let raw: Option<RawJob> = fetch!(self, fetch_optional, sql, id, worker, Utc::now())?;
+        let now = Utc::now();
+        let raw: Option<RawJob> = fetch!(
+            self,
+            fetch_optional,
+            sql,
+            id,
+            worker,
+            now,
+            lease_end(now, lease)
+        )?;
         match raw {
             Some(raw) => Ok(Claim::Claimed(Box::new(raw.try_into()?))),
             None => {
@@ -390,22 +419,44 @@ impl Store {
         }
     }
 
+    /// Confirms that `holder` still runs the job: its lease now ends `lease`
+    /// from now. False when the row is no longer held by that attempt (the
+    /// reconciler took it back, or it ended): whatever that attempt still
+    /// writes will be refused.
+    pub async fn renew_lease(
+        &self,
+        id: &str,
+        holder: Holder<'_>,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let n = exec!(
+            self,
+            concat!("UPDATE jobs SET lease_until = $4", held_by_worker!()),
+            id,
+            holder.worker,
+            holder.attempt,
+            lease_end(Utc::now(), lease),
+        )?;
+        Ok(n == 1)
+    }
+
     /// Progress of a running job: a stage name and a fraction in 0..=1.
     pub async fn set_progress(
         &self,
         id: &str,
-        worker: &str,
+        holder: Holder<'_>,
         stage: &str,
         progress: f64,
     ) -> Result<(), StoreError> {
         exec!(
             self,
             concat!(
-                "UPDATE jobs SET stage = $3, progress = $4, updated_at = $5",
+                "UPDATE jobs SET stage = $4, progress = $5, updated_at = $6",
                 held_by_worker!()
             ),
             id,
-            worker,
+            holder.worker,
+            holder.attempt,
             stage,
             progress.clamp(0.0, 1.0),
             Utc::now(),
@@ -413,16 +464,16 @@ impl Store {
         Ok(())
     }
 
-    /// Records how a running job held by `worker` ended (or that it goes
+    /// Records how a running job held by `holder` ended (or that it goes
     /// back to the queue). Returns false when the job was taken away
-    /// meanwhile (its worker was presumed dead, or an operator acted): the
-    /// caller's outcome is then dropped, the other holder's stands. A
-    /// success and its predictions are written in one transaction: both or
-    /// neither.
+    /// meanwhile (its lease ran out and the reconciler took it back, or an
+    /// operator acted): the caller's outcome is then dropped, no row
+    /// changes, and the other holder's outcome stands. A success and its
+    /// predictions are written in one transaction: both or neither.
     pub async fn set_outcome(
         &self,
         id: &str,
-        worker: &str,
+        holder: Holder<'_>,
         outcome: JobOutcome<'_>,
     ) -> Result<bool, StoreError> {
         let now = Utc::now();
@@ -432,7 +483,11 @@ impl Store {
         };
         let state = outcome.state();
         let kept = on_pool!(self, p => {
-            let q = sqlx::query(outcome.sql()).bind(id).bind(worker).bind(now);
+            let q = sqlx::query(outcome.sql())
+                .bind(id)
+                .bind(holder.worker)
+                .bind(holder.attempt)
+                .bind(now);
             let q = match outcome {
                 JobOutcome::Succeeded { result, .. } => q.bind(Json(result)),
                 JobOutcome::Failed { error }
@@ -463,6 +518,11 @@ impl Store {
         })?;
         Ok(kept)
     }
+}
+
+/// When a lease of `lease` taken at `now` ends.
+fn lease_end(now: DateTime<Utc>, lease: std::time::Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::seconds(30))
 }
 
 /// Rows per INSERT: 9 binds each, under SQLite's 32766-variable limit.

@@ -1,5 +1,5 @@
 //! What the reconciler reads and takes back: queued rows whose message may
-//! be gone from the queue, and running rows whose worker disappeared.
+//! be gone from the queue, and running rows whose lease ran out.
 
 use chrono::{DateTime, Utc};
 
@@ -17,7 +17,7 @@ pub struct StaleJob {
     pub run_at: DateTime<Utc>,
 }
 
-/// What the reconciler did with a running job whose worker disappeared.
+/// What the reconciler did with a running job whose lease ran out.
 #[derive(Debug, Clone)]
 pub struct Recovered {
     pub id: String,
@@ -67,9 +67,13 @@ impl Store {
             .collect()
     }
 
-    /// Running jobs whose worker has not been seen since `dead_before` (or is
-    /// not in the roster): back to `queued`, or `dead` once the attempt limit
-    /// is reached, so a job that kills its worker cannot loop.
+    /// Running jobs whose lease ended before now: back to `queued`, or
+    /// `dead` once the attempt limit is reached, so a job that kills its
+    /// worker cannot loop. The lease alone decides: a job whose worker still
+    /// heart-beats in the roster but stopped renewing it is taken back, and
+    /// a job whose lease is live never is. Rows claimed before leases
+    /// existed (no lease) are judged as before: their worker has not been
+    /// seen since `dead_before`, or left the roster.
     pub async fn recover_orphans(
         &self,
         dead_before: DateTime<Utc>,
@@ -82,15 +86,19 @@ impl Store {
             queue: String,
             state: String,
         }
-        // Decide per row in SQL so two reconcilers cannot both act on a row:
-        // each UPDATE only matches rows still running under the dead worker.
+        // Decide per row in SQL so two reconcilers cannot both act on a row,
+        // nor act on a row whose worker renewed its lease meanwhile: each
+        // UPDATE only matches the same attempt, still running, lease still
+        // over.
         let orphans: Vec<(String, Option<String>, i32, i32)> = fetch!(
             self,
             fetch_all,
             "SELECT j.id, j.worker, j.attempts, j.max_attempts FROM jobs j \
              LEFT JOIN workers w ON w.name = j.worker \
-             WHERE j.state = 'running' AND j.updated_at < $1 \
-             AND (w.name IS NULL OR w.last_seen < $1 OR w.stopped_at IS NOT NULL)",
+             WHERE j.state = 'running' AND (j.lease_until < $1 OR (j.lease_until IS NULL \
+             AND j.updated_at < $2 \
+             AND (w.name IS NULL OR w.last_seen < $2 OR w.stopped_at IS NOT NULL)))",
+            now,
             dead_before,
         )?;
         let mut out = Vec::new();
@@ -100,7 +108,7 @@ impl Store {
                 (
                     JobState::Dead,
                     format!(
-                        "worker {who} stopped responding during attempt {attempts} of {max_attempts}; attempt limit reached"
+                        "worker {who} stopped confirming the job during attempt {attempts} of {max_attempts}; attempt limit reached"
                     ),
                     Some(now),
                 )
@@ -108,7 +116,7 @@ impl Store {
                 (
                     JobState::Queued,
                     format!(
-                        "worker {who} stopped responding during attempt {attempts} of {max_attempts}; requeued"
+                        "worker {who} stopped confirming the job during attempt {attempts} of {max_attempts}; requeued"
                     ),
                     None,
                 )
@@ -117,8 +125,9 @@ impl Store {
                 self,
                 fetch_optional,
                 "UPDATE jobs SET state = $2, error = $3, worker = NULL, queue_task_id = NULL, \
-                 updated_at = $4, finished_at = $5, stage = $2 \
+                 lease_until = NULL, updated_at = $4, finished_at = $5, stage = $2 \
                  WHERE id = $1 AND state = 'running' AND worker IS NOT DISTINCT FROM $6 \
+                 AND attempts = $7 AND (lease_until IS NULL OR lease_until < $4) \
                  RETURNING id, kind, queue, state",
                 &id,
                 state.as_str(),
@@ -126,6 +135,7 @@ impl Store {
                 now,
                 finished,
                 &worker,
+                attempts,
             )?;
             if let Some(r) = raw {
                 out.push(Recovered {

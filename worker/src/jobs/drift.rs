@@ -37,7 +37,7 @@ pub async fn run(state: &WorkerState, job: &JobRow, d: &DriftJob) -> Result<Outc
     }
     state
         .store
-        .set_progress(&job.id, &state.name, "loading recent projects", 0.05)
+        .set_progress(&job.id, state.holder(job), "loading recent projects", 0.05)
         .await?;
     let now = Utc::now();
     let window_days = config.drift_detection_window_days;
@@ -50,7 +50,7 @@ pub async fn run(state: &WorkerState, job: &JobRow, d: &DriftJob) -> Result<Outc
             .store
             .set_progress(
                 &job.id,
-                &state.name,
+                state.holder(job),
                 &format!("checking {target}"),
                 0.1 + 0.8 * i as f64 / Target::ALL.len() as f64,
             )

@@ -37,7 +37,7 @@ pub async fn run(
 
     let _ = state
         .store
-        .set_progress(&job.id, &state.name, "retention", 0.1)
+        .set_progress(&job.id, state.holder(job), "retention", 0.1)
         .await;
     let purged = match state.store.purge_expired(&cutoffs).await {
         Ok(p) => json!(p),
@@ -49,7 +49,7 @@ pub async fn run(
 
     let _ = state
         .store
-        .set_progress(&job.id, &state.name, "model retention", 0.4)
+        .set_progress(&job.id, state.holder(job), "model retention", 0.4)
         .await;
     let mut models = BTreeMap::new();
     for target in Target::ALL {
@@ -63,7 +63,7 @@ pub async fn run(
 
     let _ = state
         .store
-        .set_progress(&job.id, &state.name, "reconciling", 0.7)
+        .set_progress(&job.id, state.holder(job), "reconciling", 0.7)
         .await;
     let reconciled = match reconcile_once(state).await {
         Ok(r) => json!(r),

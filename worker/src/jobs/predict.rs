@@ -138,7 +138,7 @@ async fn score(state: &WorkerState, job: &JobRow, p: &PredictJob) -> Result<Outc
                 .store
                 .set_progress(
                     &job.id,
-                    &state.name,
+                    state.holder(job),
                     &format!("scoring chunk {}/{}", i + 1, chunks),
                     (i + 1) as f64 / chunks as f64,
                 )

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use rpa_ml_shared::jobs::RetrainJob;
 use rpa_ml_shared::ml::{self, FEATURE_SET_VERSION, Target, TrainError};
-use rpa_ml_shared::store::{JobRow, ModelDocument, ModelStage, NewModel};
+use rpa_ml_shared::store::{Holder, JobRow, ModelDocument, ModelStage, NewModel};
 
 use crate::cancel;
 use crate::models;
@@ -23,7 +23,7 @@ pub async fn run(state: &WorkerState, job: &JobRow, r: &RetrainJob) -> Result<Ou
     let store = &state.store;
     cancel::checkpoint(state, job, "before extracting").await?;
     store
-        .set_progress(&job.id, &state.name, "extracting", 0.05)
+        .set_progress(&job.id, state.holder(job), "extracting", 0.05)
         .await?;
     let set = Arc::new(ml::build_training_set(&state.backend).await?);
     let fingerprint = set.fingerprint();
@@ -51,7 +51,12 @@ pub async fn run(state: &WorkerState, job: &JobRow, r: &RetrainJob) -> Result<Ou
         let span = 0.85 / n as f64;
         cancel::checkpoint(state, job, &format!("before fitting {target}")).await?;
         store
-            .set_progress(&job.id, &state.name, &format!("fitting {target}"), base)
+            .set_progress(
+                &job.id,
+                state.holder(job),
+                &format!("fitting {target}"),
+                base,
+            )
             .await?;
         // Stages reported from the training thread reach the jobs table
         // through a channel; only the latest one matters.
@@ -62,11 +67,16 @@ pub async fn run(state: &WorkerState, job: &JobRow, r: &RetrainJob) -> Result<Ou
         }));
         let reporter = {
             let (store, id, worker) = (store.clone(), job.id.clone(), state.name.clone());
+            let attempt = job.attempts;
             tokio::spawn(async move {
                 while let Some((stage, frac)) = rx.recv().await {
                     let stage = format!("{target}: {stage}");
+                    let holder = Holder {
+                        worker: &worker,
+                        attempt,
+                    };
                     let _ = store
-                        .set_progress(&id, &worker, &stage, base + span * 0.8 * frac)
+                        .set_progress(&id, holder, &stage, base + span * 0.8 * frac)
                         .await;
                 }
             })
@@ -93,7 +103,7 @@ pub async fn run(state: &WorkerState, job: &JobRow, r: &RetrainJob) -> Result<Ou
         store
             .set_progress(
                 &job.id,
-                &state.name,
+                state.holder(job),
                 &format!("registering {target}"),
                 base + 0.8 / n as f64,
             )
