@@ -1,0 +1,229 @@
+//! Job leases against a real, private PostgreSQL that the test stops and
+//! starts: a store outage strands no running job, and a job whose worker
+//! keeps running it through the outage is not run a second time.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Mode, TestEnv, free_port, open_projects, shared_backend};
+
+/// A private PostgreSQL cluster (`initdb`/`pg_ctl` on a free port) that a
+/// test can stop and start. Run as the `postgres` user when the test runs
+/// as root, which PostgreSQL refuses.
+struct OwnPostgres {
+    port: u16,
+    dir: PathBuf,
+    as_root: bool,
+}
+
+impl OwnPostgres {
+    fn start() -> OwnPostgres {
+        let dir = std::env::temp_dir().join(format!(
+            "rpa_ml_pg_{}",
+            ulid::Ulid::new().to_string().to_lowercase()
+        ));
+        std::fs::create_dir_all(&dir).expect("cluster folder");
+        let as_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        if as_root {
+            let st = Command::new("chown")
+                .arg("postgres")
+                .arg(&dir)
+                .status()
+                .expect("chown");
+            assert!(st.success(), "chown postgres {}", dir.display());
+        }
+        let pg = OwnPostgres {
+            port: free_port(),
+            dir,
+            as_root,
+        };
+        let out = pg
+            .tool("initdb")
+            .arg("-D")
+            .arg(pg.data())
+            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])
+            .output()
+            .expect("initdb");
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pg.up();
+        pg
+    }
+
+    fn tool(&self, name: &str) -> Command {
+        let mut cmd = if self.as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", name]);
+            c
+        } else {
+            Command::new(name)
+        };
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn up(&self) {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {}",
+            self.port,
+            self.dir.display()
+        );
+        let out = self
+            .tool("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.join("server.log"))
+            .args(["-w", "-t", "60", "-o", &opts, "start"])
+            .output()
+            .expect("pg_ctl start");
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server at once, as a crash would.
+    fn down(&self) {
+        let _ = self
+            .tool("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.down();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Ids of the jobs running under the worker process `pid`.
+async fn running_under(store: &sqlx::PgPool, pid: u32) -> Vec<String> {
+    sqlx::query_as::<_, (String,)>(
+        "SELECT id FROM jobs WHERE state = 'running' AND worker LIKE $1 ORDER BY id",
+    )
+    .bind(format!("%-{pid}-%"))
+    .fetch_all(store)
+    .await
+    .expect("running jobs")
+    .into_iter()
+    .map(|r| r.0)
+    .collect()
+}
+
+/// PostgreSQL goes away for longer than a job's lease and longer than
+/// WORKER_DEAD_AFTER_SECS while jobs run: one worker holds its jobs through
+/// the outage (their leases run out meanwhile, its heartbeat stops), the
+/// other finishes its jobs during it and cannot write their outcome. Once
+/// the store is back every job ends `succeeded`, none stays `running`, each
+/// has exactly one stored result, and the jobs the first worker kept running
+/// were never taken from it (one attempt each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_strands_no_job_and_runs_none_twice() {
+    let pg = OwnPostgres::start();
+    let mut env = TestEnv::new(Mode::Scale).await;
+    env.store_url = pg.url();
+    env.spawn("api", &["api"], &[]);
+    let trainer = env.spawn("trainer", &["worker", "--queues", "train"], &[]);
+    env.wait_ready().await;
+    env.train().await;
+    env.kill9(trainer);
+
+    let c = env.client();
+    let ids = open_projects(&shared_backend(), 3).await;
+    let store = sqlx::PgPool::connect(&pg.url()).await.expect("store");
+    // The long worker holds each job 12 s: through the outage below.
+    let long = env.spawn(
+        "worker-long",
+        &["worker", "--queues", "predict", "--concurrency", "4"],
+        &[("RPA_ML_FAULT_DELAY_MS", "12000")],
+    );
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        jobs.push(c.predict(&["risk"], &ids).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running_under(&store, long).await.len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the long worker never took its jobs\n{}",
+            env.dump_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let held = running_under(&store, long).await;
+    // The short worker's jobs end 1 s into the outage: their outcome (a
+    // retry, the models' registry being away) waits for the store.
+    let short = env.spawn(
+        "worker-short",
+        &["worker", "--queues", "predict", "--concurrency", "4"],
+        &[("RPA_ML_FAULT_DELAY_MS", "1500")],
+    );
+    for _ in 0..4 {
+        jobs.push(c.predict(&["risk"], &ids).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running_under(&store, short).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the short worker never took a job\n{}",
+            env.dump_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.close().await;
+
+    // Longer than the lease (3 s) and WORKER_DEAD_AFTER_SECS (3 s).
+    pg.down();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    pg.up();
+
+    for id in &jobs {
+        let job = c.wait_job(id, 120).await;
+        assert_eq!(job["status"], "succeeded", "{job}\n{}", env.dump_logs());
+    }
+    for id in &held {
+        let (_, job) = c.get(&format!("/api/v1/jobs/{id}")).await;
+        assert_eq!(
+            job["attempts"],
+            1,
+            "a job its worker kept running was taken from it: {job}\n{}",
+            env.dump_logs()
+        );
+    }
+    let probe = env.store().await;
+    assert_eq!(
+        probe
+            .count("SELECT COUNT(*) FROM jobs WHERE state = 'running'")
+            .await,
+        0
+    );
+    assert_eq!(
+        probe.count("SELECT COUNT(*) FROM predictions").await,
+        (jobs.len() * ids.len()) as i64
+    );
+}
