@@ -1,11 +1,22 @@
 //! Input at the edges against the real binary and the real stores: a
-//! `?wait=` too large for a `Duration`, client request ids, the Bearer
-//! scheme in any case.
+//! `?wait=` too large for a `Duration`, NUL bytes in every text the store
+//! keeps, client request ids, the Bearer scheme in any case, and bodies the
+//! OpenAPI document calls valid (or not).
 
 mod common;
 
+use std::time::Duration;
+
+use chrono::Utc;
 use common::{KEY, Mode, TestEnv, open_projects, shared_backend};
+use rpa_ml_shared::jobs::{JobPayload, PredictJob, ProjectSelection};
+use rpa_ml_shared::ml::Target;
+use rpa_ml_shared::store::{
+    Claim, DriftReportRow, JobOutcome, ModelStage, NewJob, NewModel, PredictionRow, Store,
+};
 use serde_json::{Value, json};
+
+const REPLACED: &str = "\u{FFFD}";
 
 fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str, names: &str) {
     assert_eq!(status, want_status, "{body}");
@@ -133,3 +144,193 @@ async fn the_bearer_scheme_is_case_insensitive() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promote_reason_with_a_nul_byte_is_refused_not_a_server_error() {
+    let env = api_env().await;
+    let c = env.client();
+    let store = env.store().await.store;
+    let model = store.insert_model(new_model("plain")).await.expect("model");
+    let path = "/api/v1/models/risk/promote";
+    for reason in ["bad\u{0}reason", "line\nbreak", &"x".repeat(1001)] {
+        let (s, body) = c
+            .post(path, json!({"version": model.version, "reason": reason}))
+            .await;
+        assert_error(s, &body, 400, "validation_error", "reason");
+    }
+    let (s, body) = c
+        .post(
+            path,
+            json!({"version": model.version as f64, "reason": "checked by hand"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let row = store
+        .get_model(Target::Risk, model.version)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(row.stage, ModelStage::Production);
+    assert_eq!(
+        row.stage_reason.as_deref(),
+        Some("promoted by hand: checked by hand")
+    );
+    // A version beyond int32 is refused as the document says, not looked up.
+    let (s, body) = c.post(path, json!({"version": 2_147_483_648_i64})).await;
+    assert_error(s, &body, 400, "validation_error", "version");
+}
+
+fn new_model(learner: &str) -> NewModel {
+    NewModel {
+        target: Target::Risk,
+        learner: learner.to_string(),
+        feature_set_version: "v1".into(),
+        data_fingerprint: "fp".into(),
+        code_version: "test".into(),
+        metrics: json!({"holdout": 0.5}),
+        artifact_path: "/nowhere".into(),
+        artifact_sha256: "0".repeat(64),
+        job_id: None,
+    }
+}
+
+/// One column of one row, as text (JSON columns cast), on either database.
+async fn column(store: &Store, sql: &'static str, key: &str) -> String {
+    let row: (Option<String>,) = match store {
+        Store::Sqlite(p) => sqlx::query_as(sql).bind(key).fetch_one(p).await,
+        Store::Postgres(p) => sqlx::query_as(sql).bind(key).fetch_one(p).await,
+    }
+    .expect("read column");
+    row.0.unwrap_or_default()
+}
+
+async fn claimed_job(store: &Store, request_id: Option<String>) -> String {
+    let id = ulid::Ulid::new().to_string();
+    let job = NewJob {
+        id: id.clone(),
+        queue_task_id: format!("task-{id}"),
+        payload: JobPayload::Predict(PredictJob {
+            targets: [Target::Risk].into_iter().collect(),
+            projects: ProjectSelection::Ids(vec![1]),
+        }),
+        max_attempts: 3,
+        request_id,
+    };
+    store.insert_jobs(&[job]).await.expect("insert with a NUL");
+    match store.claim_job(&id, "w").await.expect("claim") {
+        Claim::Claimed(_) => id,
+        other => panic!("not claimed: {other:?}"),
+    }
+}
+
+/// Texts that reach the store from elsewhere than a client (errors of the
+/// backend database or a library, texts read from the backend) may carry a
+/// NUL: PostgreSQL refused each of these writes before.
+async fn nul_bytes_never_fail_a_write(store: &Store, mode: Mode) {
+    let id = claimed_job(store, Some("rid\0x".into())).await;
+    store
+        .set_progress(&id, "w", "stage\0", 0.5)
+        .await
+        .expect("progress");
+    store
+        .mark_push_failed(&id, "queue said \0")
+        .await
+        .expect("push error");
+    let failed = JobOutcome::Failed {
+        error: "backend said \0 here",
+    };
+    assert!(store.set_outcome(&id, "w", failed).await.expect("failure"));
+    let job = store.get_job(&id).await.expect("read").expect("row");
+    assert_eq!(job.request_id.as_deref(), Some("rid\u{FFFD}x"), "{mode:?}");
+    assert_eq!(
+        job.error.as_deref(),
+        Some("backend said \u{FFFD} here"),
+        "{mode:?}"
+    );
+    let push = column(store, "SELECT push_error FROM jobs WHERE id = $1", &id).await;
+    assert_eq!(push, format!("queue said {REPLACED}"), "{mode:?}");
+
+    let id = claimed_job(store, None).await;
+    let result = json!({"note\0": ["a\0b"]});
+    let rows = [PredictionRow {
+        job_id: id.clone(),
+        project_id: 1,
+        target: Target::Risk,
+        model_version: None,
+        value: None,
+        class: Some("c\0".into()),
+        output: Some(json!({"why": "\0"})),
+        error: Some("project name \0".into()),
+    }];
+    let success = JobOutcome::Succeeded {
+        result: &result,
+        predictions: &rows,
+    };
+    assert!(store.set_outcome(&id, "w", success).await.expect("success"));
+    let job = store.get_job(&id).await.expect("read").expect("row");
+    assert_eq!(job.result, Some(json!({"note\u{FFFD}": ["a\u{FFFD}b"]})));
+    let sql = "SELECT error FROM predictions WHERE job_id = $1";
+    assert_eq!(
+        column(store, sql, &id).await,
+        format!("project name {REPLACED}")
+    );
+    let sql = "SELECT CAST(output AS TEXT) FROM predictions WHERE job_id = $1";
+    let output: Value = serde_json::from_str(&column(store, sql, &id).await).expect("json");
+    assert_eq!(output, json!({"why": REPLACED}), "{mode:?}");
+
+    let mut m = new_model("learner");
+    m.metrics = json!({"feature\0": 1});
+    let model = store.insert_model(m).await.expect("model");
+    store
+        .set_model_stage(
+            Target::Risk,
+            model.version,
+            ModelStage::Rejected,
+            Some("gate \0"),
+        )
+        .await
+        .expect("stage");
+    let row = store
+        .get_model(Target::Risk, model.version)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(row.stage_reason.as_deref(), Some("gate \u{FFFD}"));
+    assert_eq!(row.metrics, json!({"feature\u{FFFD}": 1}));
+    let report = DriftReportRow {
+        job_id: id.clone(),
+        target: Target::Risk,
+        model_version: Some(model.version),
+        checked_at: Utc::now(),
+        drift_score: None,
+        drift_detected: false,
+        retrain_job_id: None,
+        report: json!({"message": "category \0"}),
+    };
+    store
+        .insert_drift_report(&report)
+        .await
+        .expect("drift report");
+    let sql = "SELECT CAST(report AS TEXT) FROM drift_reports WHERE job_id = $1";
+    let stored: Value = serde_json::from_str(&column(store, sql, &id).await).expect("json");
+    assert_eq!(
+        stored["message"],
+        format!("category {REPLACED}"),
+        "{mode:?}"
+    );
+}
+
+#[tokio::test]
+async fn nul_bytes_in_stored_texts_on_sqlite_and_postgres() {
+    for mode in [Mode::Embedded, Mode::Scale] {
+        let env = TestEnv::new(mode).await;
+        let store = Store::connect(&env.store_url, 2).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            nul_bytes_never_fail_a_write(&store, mode),
+        )
+        .await
+        .expect("in time");
+        store.close().await;
+    }
+}
