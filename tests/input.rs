@@ -145,6 +145,50 @@ async fn the_bearer_scheme_is_case_insensitive() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_taken_as_the_document_describes_them() {
+    let env = api_env().await;
+    let c = env.client();
+    let ids = open_projects(&shared_backend(), 1).await;
+    let id = ids[0];
+
+    // `all_open` is a boolean: null is not "absent".
+    let (s, body) = c
+        .post(
+            "/api/v1/predict",
+            json!({"targets": ["risk"], "all_open": null, "project_ids": [id]}),
+        )
+        .await;
+    assert_error(s, &body, 400, "validation_error", "all_open");
+    // JSON Schema's integer includes 45549.0.
+    let (s, body) = c
+        .post(
+            "/api/v1/predict",
+            json!({"targets": ["risk"], "project_ids": [id as f64]}),
+        )
+        .await;
+    assert_eq!(s, 202, "{body}");
+    let (s, body) = c
+        .post("/api/v1/predict/risk-score", json!({"project_ids": [1.5]}))
+        .await;
+    assert_error(s, &body, 400, "validation_error", "project_ids");
+    // Neither or both selections are refused, as the document's oneOf says.
+    for bad in [
+        json!({"targets": ["risk"]}),
+        json!({"targets": ["risk"], "project_ids": [id], "all_open": true}),
+        json!({"targets": ["risk"], "all_open": false}),
+    ] {
+        let (s, body) = c.post("/api/v1/predict", bad.clone()).await;
+        assert_eq!(s, 400, "{bad}: {body}");
+    }
+    // A date-time before 1970 is a valid `since`: it filters nothing.
+    let (s, body) = c
+        .get("/api/v1/jobs?since=1960-01-01T00:00:00Z&state=queued,running")
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["jobs"].as_array().map(Vec::len), Some(1), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promote_reason_with_a_nul_byte_is_refused_not_a_server_error() {
     let env = api_env().await;
     let c = env.client();
