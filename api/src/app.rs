@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, middleware::MakeRequestUlid))
+        .layer(from_fn(middleware::screen_request_id))
         .with_state(state)
 }
 

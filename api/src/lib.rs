@@ -5,11 +5,13 @@
 //! - `app`: the router and its layers (`middleware`), the server loop;
 //! - `routes/`: one file per resource; `openapi`: the document;
 //! - `error`: the table of error codes; `extract`: the JSON body;
+//!   `input`: the field rules bodies share with the document;
 //! - `views`: how rows look in responses.
 
 pub mod app;
 pub mod error;
 pub mod extract;
+pub mod input;
 pub mod known_projects;
 pub mod middleware;
 pub mod openapi;

@@ -50,6 +50,35 @@ pub async fn track_http(req: Request, next: Next) -> Response {
     response
 }
 
+/// Longest `x-request-id` taken from a client.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Whether a client's `x-request-id` may be kept: it goes into the logs,
+/// the jobs table and the queue's messages, so it must be short and plain.
+pub fn sane_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Drops a client's `x-request-id` that is not [`sane_request_id`] (or is
+/// sent twice), so the next layer gives the request a fresh one; the
+/// response carries the id actually used.
+pub async fn screen_request_id(mut req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let mut sent = headers.get_all(&REQUEST_ID).iter();
+    let keep = match (sent.next(), sent.next()) {
+        (None, _) => true,
+        (Some(v), None) => sane_request_id(v.as_bytes()),
+        (Some(_), Some(_)) => false,
+    };
+    if !keep {
+        req.headers_mut().remove(&REQUEST_ID);
+    }
+    next.run(req).await
+}
+
 /// Request ids are ULIDs, like job ids: sortable by time in the logs.
 #[derive(Clone, Copy, Default)]
 pub struct MakeRequestUlid;
@@ -80,10 +109,7 @@ pub async fn require_key(State(state): State<AppState>, req: Request, next: Next
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(bearer_token)
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
     match presented {
         None => ApiError::new(
@@ -96,6 +122,13 @@ pub async fn require_key(State(state): State<AppState>, req: Request, next: Next
         }
         Some(_) => ApiError::new(ErrorCode::Unauthorized, "invalid API key").into_response(),
     }
+}
+
+/// The token of a `Bearer` credential; the scheme is case-insensitive
+/// (RFC 9110 §11.1), so `BEARER x` and `bearer x` count too.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once([' ', '\t'])?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -120,5 +153,37 @@ pub async fn allowed_hosts(State(state): State<AppState>, req: Request, next: Ne
             format!("host {host:?} is not in ALLOWED_HOSTS"),
         )
         .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{bearer_token, sane_request_id};
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer k1", "bearer k1", "BEARER k1", "bEaReR  k1"] {
+            assert_eq!(bearer_token(v).map(str::trim), Some("k1"), "{v}");
+        }
+        for v in ["Basic k1", "Bearerk1", "Bearer", ""] {
+            assert_eq!(bearer_token(v), None, "{v}");
+        }
+    }
+
+    #[test]
+    fn request_ids_must_be_short_and_plain() {
+        assert!(sane_request_id(b"01JD3X-abc.def_1:2"));
+        assert!(sane_request_id(&[b'a'; 128]));
+        assert!(!sane_request_id(&[b'a'; 129]));
+        for bad in [
+            &b""[..],
+            b"a b",
+            b"a\tb",
+            b"<b>",
+            b"a/b",
+            "\u{e9}".as_bytes(),
+        ] {
+            assert!(!sane_request_id(bad), "{bad:?}");
+        }
     }
 }

@@ -1,21 +1,30 @@
 //! The OpenAPI 3.1 document. Written by hand (the API is small); the lists
 //! in it (targets, per-target routes, job kinds and states, error codes)
 //! come from the same tables the code uses, and a test checks its paths
-//! against `routes::served`, so the two cannot drift apart.
+//! against `routes::served`, so the two cannot drift apart. It says what
+//! the code enforces: bounds, enums, which of `project_ids` / `all_open`,
+//! and every error status a route can answer (`schemathesis.sh` checks
+//! both directions).
 
 use axum::Json;
+use axum::extract::State;
 use serde_json::{Map, Value, json};
 
 use rpa_ml_shared::jobs::{JobKind, JobState};
 use rpa_ml_shared::ml::Target;
 
 use crate::error::ErrorCode;
+use crate::input::{MAX_TEXT_CHARS, PLAIN_TEXT_PATTERN};
 use crate::routes::ops;
+use crate::state::AppState;
 
 /// `GET /api/v1/openapi.json`.
-pub async fn serve() -> Json<Value> {
-    Json(document())
+pub async fn serve(State(state): State<AppState>) -> Json<Value> {
+    Json(document(state.config.max_projects_per_request))
 }
+
+/// A job id (a ULID) in a path.
+const ULID_PATTERN: &str = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$";
 
 fn error_response(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
@@ -27,11 +36,57 @@ fn accepted() -> Value {
                  "headers": {"Location": {"schema": {"type": "string"}, "description": "status URL"}},
                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
         "400": error_response("Malformed JSON, unknown target, or invalid fields"),
-        "401": error_response("Missing or wrong API key"),
         "404": error_response("None of the requested projects exist"),
         "413": error_response("Body larger than MAX_BODY_BYTES or batch larger than MAX_PROJECTS_PER_REQUEST"),
-        "503": error_response("The ML store is unavailable"),
     })
+}
+
+/// `project_ids`: whole positive int64s, at most `max_ids` of them.
+fn project_ids(max_ids: usize) -> Value {
+    json!({"type": "array", "minItems": 1, "maxItems": max_ids,
+           "description": "duplicates are predicted once",
+           "items": {"type": "integer", "format": "int64", "minimum": 1, "maximum": i64::MAX}})
+}
+
+/// Either `project_ids` (with `all_open` absent or false) or `all_open: true`
+/// without `project_ids`.
+fn one_selection() -> Value {
+    json!([
+        {"required": ["project_ids"], "properties": {"all_open": {"const": false}}},
+        {"required": ["all_open"], "properties": {"all_open": {"const": true}}, "not": {"required": ["project_ids"]}}
+    ])
+}
+
+/// A model version: a positive int32.
+fn version_schema() -> Value {
+    json!({"type": "integer", "format": "int32", "minimum": 1, "maximum": i32::MAX})
+}
+
+/// Adds what every operation can answer to each one that does not say it
+/// already: 400 for a Host outside ALLOWED_HOSTS, and for those behind the
+/// key 401 and 503 (each reads the ML store).
+fn add_common_responses(paths: &mut Map<String, Value>) {
+    for ops in paths.values_mut().filter_map(Value::as_object_mut) {
+        for op in ops.values_mut().filter_map(Value::as_object_mut) {
+            let protected = op.contains_key("security");
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            responses
+                .entry("400")
+                .or_insert_with(|| error_response("The Host header is not in ALLOWED_HOSTS"));
+            if protected {
+                responses
+                    .entry("401")
+                    .or_insert_with(|| error_response("Missing or wrong API key"));
+                responses.entry("503").or_insert_with(|| {
+                    error_response(
+                        "The ML store, the queue or the backend database does not answer",
+                    )
+                });
+            }
+        }
+    }
 }
 
 fn predict_one(target: &str) -> Value {
@@ -56,7 +111,6 @@ fn monitoring_drift() -> Value {
                 "200": {"description": "reports, newest first within a target",
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DriftReports"}}}},
                 "400": error_response("Unknown target, or `history` not an integer from 1 to 100"),
-                "401": error_response("Missing or wrong API key"),
             }
         },
         "post": {
@@ -66,8 +120,6 @@ fn monitoring_drift() -> Value {
                 "202": {"description": "new drift job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
                 "200": {"description": "a drift check is already queued or running; its id is returned",
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
-                "401": error_response("Missing or wrong API key"),
-                "503": error_response("The ML store is unavailable"),
             }
         }
     })
@@ -77,7 +129,7 @@ fn monitoring_metrics() -> Value {
     json!({"get": {
         "summary": "Per production model: hold-out metrics, realised metrics, thresholds, prediction counts, latest drift",
         "security": [{"bearer": []}, {"apiKey": []}],
-        "responses": {"200": {"description": "one entry per target"}, "401": error_response("Missing or wrong API key")}
+        "responses": {"200": {"description": "one entry per target"}}
     }})
 }
 
@@ -108,8 +160,10 @@ fn drift_reports_schema() -> Value {
     }}}}})
 }
 
-pub fn document() -> Value {
-    let mut doc = base_document();
+/// The document; `max_ids` is MAX_PROJECTS_PER_REQUEST, the bound on
+/// `project_ids`.
+pub fn document(max_ids: usize) -> Value {
+    let mut doc = base_document(max_ids);
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         for target in Target::ALL {
             paths.insert(
@@ -120,6 +174,7 @@ pub fn document() -> Value {
         if let Value::Object(ops) = ops_paths() {
             paths.extend(ops);
         }
+        add_common_responses(paths);
     }
     doc
 }
@@ -140,7 +195,7 @@ fn error_codes() -> Value {
     json!({"type": "string", "enum": codes, "x-codes": table})
 }
 
-fn base_document() -> Value {
+fn base_document(max_ids: usize) -> Value {
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -151,7 +206,8 @@ fn base_document() -> Value {
         "paths": {
             "/health": {"get": {"summary": "Process is alive", "responses": {"200": {"description": "alive"}}}},
             "/ready": {"get": {"summary": "ML store, queue and backend database reachable",
-                "responses": {"200": {"description": "ready"}, "503": error_response("a dependency is down; the body names it")}}},
+                "responses": {"200": {"description": "ready"}, "503": {"description": "a dependency is down; the body names it",
+                    "content": {"application/json": {"schema": {"type": "object", "required": ["status", "error", "checks"]}}}}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics (OpenMetrics text): HTTP, jobs, queues, models, drift",
                 "responses": {"200": {"description": "metrics", "content": {"application/openmetrics-text": {}}}}}},
             "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI document"}}}},
@@ -165,20 +221,20 @@ fn base_document() -> Value {
                 "summary": "Job status and result",
                 "security": [{"bearer": []}, {"apiKey": []}],
                 "parameters": [
-                    {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": ULID_PATTERN}},
                     {"name": "wait", "in": "query", "required": false, "schema": {"type": "number", "minimum": 0},
-                     "description": "seconds to hold the request until the job ends (bounded by MAX_WAIT_SECS)"}
+                     "description": "seconds to hold the request until the job ends (any larger wait is cut to MAX_WAIT_SECS)"}
                 ],
                 "responses": {
                     "200": {"description": "the job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
-                    "401": error_response("Missing or wrong API key"),
+                    "400": error_response("`wait` is not a non-negative number"),
                     "404": error_response("No such job"),
                 }
             }},
             "/api/v1/models": {"get": {
                 "summary": "Model versions per target with metrics and stage",
                 "security": [{"bearer": []}, {"apiKey": []}],
-                "responses": {"200": {"description": "registry"}, "401": error_response("Missing or wrong API key")}
+                "responses": {"200": {"description": "registry"}}
             }},
             "/api/v1/models/retrain": {"post": {
                 "summary": "Retrain targets (deduplicated)",
@@ -188,9 +244,9 @@ fn base_document() -> Value {
                     "202": {"description": "new retrain job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
                     "200": {"description": "a retrain of the same targets is already queued or running; its id is returned",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
-                    "400": error_response("Unknown target"),
-                    "401": error_response("Missing or wrong API key"),
+                    "400": error_response("Malformed JSON or an unknown target"),
                     "409": error_response("Another retrain of an overlapping target set is active"),
+                    "413": error_response("Body larger than MAX_BODY_BYTES"),
                 }
             }},
             "/api/v1/models/{target}/versions/{version}": {"get": {
@@ -198,26 +254,30 @@ fn base_document() -> Value {
                 "security": [{"bearer": []}, {"apiKey": []}],
                 "parameters": [
                     {"name": "target", "in": "path", "required": true, "schema": {"$ref": "#/components/schemas/Target"}},
-                    {"name": "version", "in": "path", "required": true, "schema": {"type": "integer"}}
+                    {"name": "version", "in": "path", "required": true, "schema": version_schema()}
                 ],
-                "responses": {"200": {"description": "the version"}, "401": error_response("Missing or wrong API key"),
-                    "404": error_response("Unknown target or version")}
+                "responses": {"200": {"description": "the version"}, "404": error_response("Unknown target or version")}
             }},
             "/api/v1/models/{target}/promote": {"post": {
                 "summary": "Promote a version to production by hand (the reason is recorded)",
                 "security": [{"bearer": []}, {"apiKey": []}],
                 "parameters": [{"name": "target", "in": "path", "required": true, "schema": {"$ref": "#/components/schemas/Target"}}],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["version"],
-                    "properties": {"version": {"type": "integer"}, "reason": {"type": "string"}}}}}},
-                "responses": {"200": {"description": "promoted"}, "401": error_response("Missing or wrong API key"),
-                    "404": error_response("Unknown target or version"), "409": error_response("Already in production")}
+                    "additionalProperties": false,
+                    "properties": {"version": version_schema(),
+                        "reason": {"type": "string", "maxLength": MAX_TEXT_CHARS, "pattern": PLAIN_TEXT_PATTERN,
+                                   "description": "kept beside the stage; no control characters"}}}}}},
+                "responses": {"200": {"description": "promoted"},
+                    "400": error_response("Malformed JSON, a version that is not a positive int32, or a reason with control characters or too long"),
+                    "404": error_response("Unknown target or version"), "409": error_response("Already in production"),
+                    "413": error_response("Body larger than MAX_BODY_BYTES")}
             }},
             "/api/v1/models/{target}/rollback": {"post": {
                 "summary": "Put the previous production version back",
                 "security": [{"bearer": []}, {"apiKey": []}],
                 "parameters": [{"name": "target", "in": "path", "required": true, "schema": {"$ref": "#/components/schemas/Target"}}],
-                "responses": {"200": {"description": "rolled back"}, "401": error_response("Missing or wrong API key"),
-                    "404": error_response("Unknown target"), "409": error_response("Nothing to roll back to")}
+                "responses": {"200": {"description": "rolled back"},
+                    "404": error_response("Unknown target"), "409": error_response("No production model, or nothing to roll back to")}
             }},
             "/api/v1/monitoring/drift": monitoring_drift(),
             "/api/v1/monitoring/metrics": monitoring_metrics(),
@@ -234,11 +294,13 @@ fn base_document() -> Value {
                     "required": ["code", "message"], "properties": {"code": {"$ref": "#/components/schemas/ErrorCode"}, "message": {"type": "string"}}}}},
                 "PredictRequest": {"type": "object", "required": ["targets"], "additionalProperties": false, "properties": {
                     "targets": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Target"}},
-                    "project_ids": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1}},
-                    "all_open": {"type": "boolean"}}},
+                    "project_ids": project_ids(max_ids),
+                    "all_open": {"type": "boolean"}},
+                    "oneOf": one_selection()},
                 "PredictOneRequest": {"type": "object", "additionalProperties": false, "properties": {
-                    "project_ids": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1}},
-                    "all_open": {"type": "boolean"}}},
+                    "project_ids": project_ids(max_ids),
+                    "all_open": {"type": "boolean"}},
+                    "oneOf": one_selection()},
                 "RetrainRequest": {"type": "object", "additionalProperties": false, "properties": {
                     "targets": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Target"}}}},
                 "Accepted": {"type": "object", "required": ["job_id", "status", "status_url"], "properties": {
@@ -261,7 +323,8 @@ fn base_document() -> Value {
 /// The operator routes (`routes/ops.rs`).
 fn ops_paths() -> Value {
     let security = json!([{"bearer": []}, {"apiKey": []}]);
-    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
+    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": ULID_PATTERN}});
+    let names = |all: Vec<&str>| json!({"type": "array", "items": {"type": "string", "enum": all}});
     let html = |summary: &str, ty: &str| json!({"get": {"summary": summary, "responses": {"200": {"description": ty}}}});
     let job_list = json!({"type": "object", "required": ["jobs", "next_cursor"], "properties": {
         "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
@@ -274,29 +337,28 @@ fn ops_paths() -> Value {
         "/api/v1/queues": {"get": {
             "summary": "Per queue: waiting, scheduled, running, failed, dead, cancelled, oldest waiting age, throughput (jobs table) and the transport's own counts",
             "security": security,
-            "responses": {"200": {"description": "one entry per queue"}, "401": error_response("Missing or wrong API key"),
-                "503": error_response("The ML store is unavailable")}
+            "responses": {"200": {"description": "one entry per queue"}}
         }},
         "/api/v1/jobs": {"get": {
             "summary": "Jobs, newest first, filtered and paged by cursor (without results; GET /api/v1/jobs/{id} has them)",
             "security": security,
             "parameters": [
-                {"name": "state", "in": "query", "schema": {"type": "string"}, "description": format!("comma-separated: {}", JobState::ALL.map(|s| s.as_str()).join(", "))},
-                {"name": "kind", "in": "query", "schema": {"type": "string"}, "description": format!("comma-separated: {}", JobKind::names().join(", "))},
+                {"name": "state", "in": "query", "style": "form", "explode": false, "schema": names(JobState::ALL.map(|s| s.as_str()).to_vec()),
+                 "description": "comma-separated states; any of them"},
+                {"name": "kind", "in": "query", "style": "form", "explode": false, "schema": names(JobKind::names()),
+                 "description": "comma-separated kinds; any of them"},
                 {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}, "description": "only jobs created at or after this RFC 3339 time"},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": ops::MAX_LIMIT, "default": ops::DEFAULT_LIMIT}},
-                {"name": "cursor", "in": "query", "schema": {"type": "string"}, "description": "next_cursor of the previous page"}
+                {"name": "cursor", "in": "query", "schema": {"type": "string", "pattern": "^([0-7][0-9A-HJKMNP-TV-Z]{25})?$"}, "description": "next_cursor of the previous page"}
             ],
             "responses": {"200": {"description": "a page of jobs", "content": {"application/json": {"schema": job_list}}},
-                "400": error_response("Unknown state or kind, bad since, limit or cursor"),
-                "401": error_response("Missing or wrong API key")}
+                "400": error_response("Unknown state or kind, bad since, limit or cursor")}
         }},
         "/api/v1/jobs/{id}/retry": {"post": {
             "summary": "Put a failed or dead job back in the queue: same id, fresh attempt budget, last error kept as previous_error, retries counted",
             "security": security,
             "parameters": [id.clone()],
             "responses": {"202": {"description": "queued again", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
-                "401": error_response("Missing or wrong API key"),
                 "404": error_response("No such job"),
                 "409": error_response("The job is not failed or dead (the message names its state), or an identical job is active")}
         }},
@@ -306,14 +368,13 @@ fn ops_paths() -> Value {
             "parameters": [id],
             "responses": {"200": {"description": "was queued; now cancelled", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
                 "202": {"description": "running; will stop at its next checkpoint", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
-                "401": error_response("Missing or wrong API key"),
                 "404": error_response("No such job"),
                 "409": error_response("Already finished, or a running job without checkpoints (drift, maintenance)")}
         }},
         "/api/v1/workers": {"get": {
             "summary": "Worker processes: name, host, pid, queues, concurrency, version, started_at, last heartbeat, alive",
             "security": security,
-            "responses": {"200": {"description": "the roster, most recently seen first"}, "401": error_response("Missing or wrong API key")}
+            "responses": {"200": {"description": "the roster, most recently seen first"}}
         }},
     })
 }

@@ -37,14 +37,11 @@ async fn get_job(
     }
     let wait = match q.wait {
         None => Duration::ZERO,
-        Some(w) if w.is_finite() && w >= 0.0 => {
-            Duration::from_secs_f64(w).min(state.config.max_wait)
-        }
-        Some(w) => {
-            return Err(ApiError::validation(format!(
-                "wait must be a non-negative number of seconds, got {w}"
-            )));
-        }
+        Some(w) => bounded_wait(w, state.config.max_wait).ok_or_else(|| {
+            ApiError::validation(format!(
+                "`wait` must be a non-negative number of seconds, got {w}"
+            ))
+        })?,
     };
     let deadline = Instant::now() + wait;
     let mut pause = Duration::from_millis(2);
@@ -59,5 +56,40 @@ async fn get_job(
         }
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
         pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// `?wait=` as a hold of at most `max`, or `None` for NaN, an infinity or a
+/// negative number. Clamped before the `Duration` is built: building one
+/// from 2^64 s or more panics.
+fn bounded_wait(secs: f64, max: Duration) -> Option<Duration> {
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    if secs >= max.as_secs_f64() {
+        return Some(max);
+    }
+    Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::bounded_wait;
+
+    #[test]
+    fn wait_is_clamped_before_it_becomes_a_duration() {
+        let max = Duration::from_secs(30);
+        for huge in [1e20, f64::MAX, 18_446_744_073_709_551_616.0] {
+            assert_eq!(bounded_wait(huge, max), Some(max), "{huge}");
+        }
+        assert_eq!(bounded_wait(2.5, max), Some(Duration::from_millis(2500)));
+        assert_eq!(bounded_wait(0.0, max), Some(Duration::ZERO));
+        assert_eq!(bounded_wait(-0.0, max), Some(Duration::ZERO));
+        assert_eq!(bounded_wait(5e-324, max), Some(Duration::ZERO));
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1.0, -1e20] {
+            assert_eq!(bounded_wait(bad, max), None, "{bad}");
+        }
     }
 }

@@ -71,7 +71,7 @@ pub fn served() -> Vec<(&'static str, String)> {
 mod tests {
     #[test]
     fn document_matches_routes() {
-        let doc = crate::openapi::document();
+        let doc = crate::openapi::document(10);
         let paths = doc["paths"].as_object().expect("paths");
         let mut documented: Vec<(String, String)> = paths
             .iter()

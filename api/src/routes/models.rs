@@ -16,6 +16,7 @@ use rpa_ml_shared::store::{ModelDocument, ModelStage};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::JsonBody;
+use crate::input::{plain_text, whole_i32};
 use crate::state::AppState;
 use crate::views::model_view;
 
@@ -109,6 +110,7 @@ fn path_target(raw: &str) -> Result<Target, ApiError> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PromoteBody {
+    #[serde(deserialize_with = "whole_i32")]
     version: i32,
     #[serde(default)]
     reason: Option<String>,
@@ -122,6 +124,9 @@ async fn promote(
     JsonBody(body): JsonBody<PromoteBody>,
 ) -> Result<Json<Value>, ApiError> {
     let target = path_target(&target)?;
+    if let Some(reason) = &body.reason {
+        plain_text("reason", reason)?;
+    }
     let model = state
         .store
         .get_model(target, body.version)

@@ -19,6 +19,7 @@ use rpa_ml_shared::ml::Target;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{JsonBody, JsonBodyOrDefault};
+use crate::input::{present_bool, whole_ids};
 use crate::middleware::request_id;
 use crate::state::AppState;
 
@@ -40,18 +41,18 @@ pub fn routes() -> Router<AppState> {
 struct PredictBody {
     #[serde(default)]
     targets: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_ids")]
     project_ids: Option<Vec<i64>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present_bool")]
     all_open: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PredictOneBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_ids")]
     project_ids: Option<Vec<i64>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present_bool")]
     all_open: Option<bool>,
 }
 

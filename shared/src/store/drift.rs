@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
 
+use super::text::storable_json;
 use super::{Store, StoreError, parse};
 use crate::ml::Target;
 
@@ -90,7 +91,7 @@ impl Store {
             r.drift_score,
             r.drift_detected,
             &r.retrain_job_id,
-            Json(&r.report),
+            Json(storable_json(&r.report)),
         )?;
         Ok(())
     }

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 
+use super::text::{storable, storable_json, storable_opt};
 use super::{Store, StoreError, parse};
 use crate::jobs::{JobKind, JobPayload, JobState, QueueName};
 use crate::ml::Target;
@@ -76,9 +77,9 @@ macro_rules! bind_prediction {
             .bind($r.target.as_str())
             .bind($r.model_version)
             .bind($r.value)
-            .bind(&$r.class)
-            .bind($r.output.as_ref().map(Json))
-            .bind(&$r.error)
+            .bind(storable_opt($r.class.as_deref()))
+            .bind($r.output.as_ref().map(|o| Json(storable_json(o))))
+            .bind(storable_opt($r.error.as_deref()))
             .bind($now)
     };
 }
@@ -266,7 +267,7 @@ impl Store {
                         .bind(kind.queue().as_str())
                         .bind(Json(&j.payload))
                         .bind(j.max_attempts)
-                        .bind(&j.request_id)
+                        .bind(storable_opt(j.request_id.as_deref()))
                         .bind(now)
                         .bind(&j.queue_task_id);
                 }
@@ -320,7 +321,7 @@ impl Store {
             Json(&job.payload),
             job.max_attempts,
             &dedup,
-            &job.request_id,
+            storable_opt(job.request_id.as_deref()),
             now,
             &job.queue_task_id,
         )?;
@@ -380,7 +381,7 @@ impl Store {
             self,
             "UPDATE jobs SET push_error = $2 WHERE id = $1",
             id,
-            error
+            storable(error)
         )?;
         Ok(())
     }
@@ -457,7 +458,7 @@ impl Store {
             id,
             holder.worker,
             holder.attempt,
-            stage,
+            storable(stage),
             progress.clamp(0.0, 1.0),
             Utc::now(),
         )?;
@@ -489,11 +490,11 @@ impl Store {
                 .bind(holder.attempt)
                 .bind(now);
             let q = match outcome {
-                JobOutcome::Succeeded { result, .. } => q.bind(Json(result)),
+                JobOutcome::Succeeded { result, .. } => q.bind(Json(storable_json(result))),
                 JobOutcome::Failed { error }
                 | JobOutcome::Dead { error }
-                | JobOutcome::Cancelled { error } => q.bind(error).bind(state.as_str()),
-                JobOutcome::Retry { error, run_at } => q.bind(error).bind(run_at),
+                | JobOutcome::Cancelled { error } => q.bind(storable(error)).bind(state.as_str()),
+                JobOutcome::Retry { error, run_at } => q.bind(storable(error)).bind(run_at),
             };
             if predictions.is_empty() {
                 q.execute(p).await.map(|r| r.rows_affected() == 1)

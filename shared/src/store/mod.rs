@@ -92,6 +92,7 @@ mod maintenance;
 mod models;
 mod ops;
 mod reconcile;
+mod text;
 mod workers;
 
 pub use drift::{DriftReportRow, PredictionCount, StoredPrediction};

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 
+use super::text::{storable_json, storable_opt};
 use super::{Store, StoreError, parse};
 use crate::ml::Target;
 
@@ -164,7 +165,7 @@ impl Store {
             &m.feature_set_version,
             &m.data_fingerprint,
             &m.code_version,
-            Json(&m.metrics),
+            Json(storable_json(&m.metrics)),
             &m.artifact_path,
             &m.artifact_sha256,
             &m.job_id,
@@ -204,7 +205,7 @@ impl Store {
             .bind(target.as_str())
             .bind(version)
             .bind(stage.as_str())
-            .bind(reason)
+            .bind(storable_opt(reason))
             .bind(now)
             .execute(&mut *tx)
             .await?;
@@ -230,7 +231,7 @@ impl Store {
             sqlx::AssertSqlSafe(sql.as_str()),
             target.as_str(),
             version,
-            Json(value),
+            Json(storable_json(value)),
         )?;
         Ok(())
     }
