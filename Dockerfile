@@ -16,5 +16,11 @@ ENV ML_API_HOST=0.0.0.0 \
     MODEL_STORAGE_PATH=/var/lib/rpa-ml/models \
     FEATURE_STORE_PATH=/var/lib/rpa-ml/features
 EXPOSE 8001
+# The image has no curl and its sh is dash (no /dev/tcp): the binary checks
+# itself. This suits the default command and `api`; compose and Kubernetes
+# give the other roles their own check (workers: `healthcheck --worker`) or
+# none (scheduler, one-shot commands).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["rpa-ml", "healthcheck"]
 ENTRYPOINT ["rpa-ml"]
 CMD ["standalone", "--data-dir", "/var/lib/rpa-ml/data"]

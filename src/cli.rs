@@ -40,6 +40,35 @@ pub enum Command {
     /// Train and evaluate every target offline (no queue, no registry) and
     /// print the report: the same code as the retrain job.
     Train(TrainArgs),
+    /// GET a health endpoint once (for container health checks): exit 0 on
+    /// a 2xx answer, 1 otherwise with the reason on stderr. Needs nothing
+    /// else in the image.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// URL to GET (default: the api's /health on 127.0.0.1 and ML_API_PORT).
+    #[arg(long, conflicts_with_all = ["ready", "worker"])]
+    pub url: Option<String>,
+    /// Check the api's /ready (ML store, queue and backend reachable) instead of /health.
+    #[arg(long, conflicts_with = "worker")]
+    pub ready: bool,
+    /// Check a worker's /health on WORKER_METRICS_PORT instead of the api.
+    #[arg(long)]
+    pub worker: bool,
+    /// Seconds to wait for the answer, connection included.
+    #[arg(long, default_value_t = 3.0, value_parser = positive_secs)]
+    pub timeout: f64,
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 3600.0 => Ok(v),
+        _ => Err(format!(
+            "expected seconds between 0 and 3600 (like 3 or 0.5), got {s:?}"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -22,6 +22,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Standalone(args) => crate::standalone::run(args).await,
         Command::Train(args) => crate::train::run(args).await,
+        Command::Healthcheck(args) => crate::healthcheck::run(args).await,
         other => {
             let (config, warnings) = load_config(&HashMap::new())?;
             init_telemetry(&config, &warnings)?;
@@ -53,7 +54,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 Command::DemoData(_)
                 | Command::Bench(_)
                 | Command::Standalone(_)
-                | Command::Train(_) => Ok(()),
+                | Command::Train(_)
+                | Command::Healthcheck(_) => Ok(()),
             }
         }
     }

@@ -1,17 +1,22 @@
-//! The deployment files against the code they deploy: every variable they
-//! set is one the binary reads, and every series the Grafana dashboard
-//! queries is one the binary exports. (`scripts/validate-deploy.sh` checks
-//! the same files against the compose and Kubernetes schemas.)
+//! The deployment files against the code they deploy: every health check,
+//! probe and command they give our image runs with the real binary (under
+//! dash, the image's `sh`); every variable they set is one the binary
+//! reads; every series the Grafana dashboard queries is one the binary
+//! exports. (`scripts/validate-deploy.sh` checks the same files against the
+//! compose and Kubernetes schemas.)
 
-use std::collections::BTreeSet;
-use std::path::Path;
+mod common;
+mod deployment;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use rpa_ml_shared::config::KNOWN_VARS;
 
-fn read(rel: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use common::{Mode, TestEnv};
+use deployment::{CheckRun, Container, read};
 
 /// `NAME:` keys and `name: NAME` entries that look like environment variables.
 fn env_names(text: &str) -> BTreeSet<String> {
@@ -91,4 +96,290 @@ fn every_series_the_dashboard_queries_is_exported() {
             "the dashboard queries {name}, which is not exported; exported: {families:?}"
         );
     }
+}
+
+/// The image's working directory, where the files put the volumes.
+const IMAGE_HOME: &str = "/var/lib/rpa-ml";
+
+/// A container of the files, played on this machine: its absolute paths
+/// under one root per file (volumes shared as the files share them), the
+/// ports it names mapped to free ones, connection variables pointed at
+/// this test's PostgreSQL, Redis and backend.
+struct Played {
+    c: Container,
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+    cwd: PathBuf,
+    /// Port in the files → port here.
+    ports: BTreeMap<u16, u16>,
+    log: PathBuf,
+}
+
+fn play(te: &TestEnv, root: &Path, i: usize, c: &Container) -> Played {
+    let root_s = root.display().to_string();
+    let home = format!("{root_s}{IMAGE_HOME}");
+    let rewrite = |s: &str| s.replace(IMAGE_HOME, &home);
+    let argv: Vec<String> = c.argv.iter().map(|a| rewrite(a)).collect();
+    let mut env: BTreeMap<String, String> = c
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let v = if v.starts_with('/') && !v.starts_with(IMAGE_HOME) {
+                format!("{root_s}{v}")
+            } else {
+                rewrite(v)
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    // Service names resolve only inside the deployment: the connections
+    // the files set go to this test's servers instead.
+    let ours = te.env();
+    for var in ["ML_STORE_URL", "REDIS_URL", "ML_API_KEY"] {
+        if env.contains_key(var) {
+            let v = if var == "REDIS_URL" {
+                te.redis_url.clone()
+            } else {
+                ours[var].clone()
+            };
+            env.insert(var.into(), v);
+        }
+    }
+    if !env
+        .get("DATABASE_URL")
+        .is_some_and(|u| u.starts_with("sqlite:"))
+    {
+        env.insert("DATABASE_URL".into(), ours["DATABASE_URL"].clone());
+    }
+    env.insert("REDIS_QUEUE_PREFIX".into(), te.prefix.clone());
+    let mut ports = BTreeMap::new();
+    let api_port = env.get("ML_API_PORT").cloned().unwrap_or("8001".into());
+    for (var, value) in [
+        ("ML_API_PORT", Some(api_port)),
+        (
+            "WORKER_METRICS_PORT",
+            env.get("WORKER_METRICS_PORT").cloned(),
+        ),
+    ] {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            let here = common::free_port();
+            ports.insert(v.parse().expect("a port number"), here);
+            env.insert(var.into(), here.to_string());
+        }
+    }
+    std::fs::create_dir_all(&home).expect("image home");
+    Played {
+        c: c.clone(),
+        argv,
+        env,
+        cwd: PathBuf::from(home),
+        ports,
+        log: te.dir.join(format!(
+            "{i}-{}.log",
+            c.argv.get(1).map_or("x", |s| s.as_str())
+        )),
+    }
+}
+
+/// The image's `sh` is dash and `rpa-ml` is on its PATH: the same here.
+fn image_path(te: &TestEnv) -> String {
+    let bin = te.dir.join("image-bin");
+    if !bin.exists() {
+        std::fs::create_dir_all(&bin).expect("bin dir");
+        std::os::unix::fs::symlink("/usr/bin/dash", bin.join("sh")).expect("sh → dash");
+        std::os::unix::fs::symlink(common::bin(), bin.join("rpa-ml")).expect("rpa-ml");
+    }
+    format!("{}:/usr/bin:/bin", bin.display())
+}
+
+fn command(te: &TestEnv, p: &Played, argv: &[String]) -> Command {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .current_dir(&p.cwd)
+        .env_clear()
+        .env("PATH", image_path(te))
+        .envs(&p.env)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs to the end (killed after `limit`): exit status and output.
+fn run_to_end(mut cmd: Command, limit: Duration) -> (Option<i32>, String) {
+    let out = tempfile::NamedTempFile::new().expect("temp file");
+    cmd.stdout(out.reopen().expect("reopen"))
+        .stderr(out.reopen().expect("reopen"));
+    let mut child = cmd.spawn().expect("spawn");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break st.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(out.path()).unwrap_or_default();
+    (status, text)
+}
+
+/// The argv a check executes in its container (an httpGet probe is the
+/// kubelet's GET, which the binary makes the same way).
+fn check_argv(p: &Played, run: &CheckRun) -> Vec<String> {
+    match run {
+        CheckRun::Exec(argv) => argv
+            .iter()
+            .map(|a| a.replace(IMAGE_HOME, &p.cwd.display().to_string()))
+            .collect(),
+        CheckRun::HttpGet { port, path } => {
+            let here = p.ports.get(port).unwrap_or_else(|| {
+                panic!(
+                    "{}: probe on port {port}, where the process does not listen (it listens on {:?})",
+                    p.c.origin,
+                    p.ports.keys().collect::<Vec<_>>()
+                )
+            });
+            vec![
+                common::bin().to_string(),
+                "healthcheck".into(),
+                "--url".into(),
+                format!("http://127.0.0.1:{here}{path}"),
+            ]
+        }
+    }
+}
+
+struct Running(Vec<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Plays every container of one file: each check must fail while nothing
+/// runs, the one-shot commands must succeed, then every check must pass
+/// while the long-running commands keep running.
+async fn exercise(source: &str, containers: Vec<Container>) {
+    assert!(
+        !containers.is_empty(),
+        "{source}: no container of our image"
+    );
+    for c in &containers {
+        let role = c.argv.get(1).map(String::as_str).unwrap_or("");
+        if !c.one_shot && ["api", "worker", "standalone"].contains(&role) {
+            assert!(
+                !c.checks.is_empty(),
+                "{}: {role} has no health check or probe",
+                c.origin
+            );
+        }
+    }
+    let te = TestEnv::new(Mode::Scale).await;
+    let root = te.dir.join("root");
+    let played: Vec<Played> = containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| play(&te, &root, i, c))
+        .collect();
+
+    for p in &played {
+        for check in &p.c.checks {
+            let (code, out) = run_to_end(
+                command(&te, p, &check_argv(p, &check.run)),
+                Duration::from_secs(20),
+            );
+            assert!(
+                code.is_some_and(|c| c != 0),
+                "{}: {} passes with nothing running ({code:?}), so it tells nothing:\n{out}",
+                p.c.origin,
+                check.what
+            );
+        }
+    }
+    for p in played.iter().filter(|p| p.c.one_shot) {
+        let mut cmd = command(&te, p, &p.argv);
+        let log = std::fs::File::create(&p.log).expect("log");
+        cmd.stdout(log.try_clone().expect("log")).stderr(log);
+        let (code, _) = run_to_end(cmd, Duration::from_secs(180));
+        assert_eq!(
+            code,
+            Some(0),
+            "{}: {:?} failed:\n{}",
+            p.c.origin,
+            p.argv,
+            tail(&p.log)
+        );
+    }
+    let mut running = Running(Vec::new());
+    let long: Vec<&Played> = played.iter().filter(|p| !p.c.one_shot).collect();
+    for p in &long {
+        let mut cmd = command(&te, p, &p.argv);
+        let log = std::fs::File::create(&p.log).expect("log");
+        cmd.stdout(log.try_clone().expect("log")).stderr(log);
+        running.0.push(cmd.spawn().expect("spawn"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for p in &long {
+        for check in &p.c.checks {
+            let argv = check_argv(p, &check.run);
+            loop {
+                let (code, out) = run_to_end(command(&te, p, &argv), Duration::from_secs(20));
+                if code == Some(0) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{}: {} {argv:?} never passed; last exit {code:?}:\n{out}\n--- its process:\n{}",
+                    p.c.origin,
+                    check.what,
+                    tail(&p.log)
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    for (p, child) in long.iter().zip(running.0.iter_mut()) {
+        assert!(
+            matches!(child.try_wait(), Ok(None)),
+            "{}: {:?} exited:\n{}",
+            p.c.origin,
+            p.argv,
+            tail(&p.log)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_images_health_check_passes_on_its_default_command() {
+    let image = deployment::dockerfile();
+    assert!(
+        image.healthcheck.is_some(),
+        "the Dockerfile has no HEALTHCHECK"
+    );
+    exercise("Dockerfile", vec![deployment::image_default(&image)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_compose_health_check_and_command_runs() {
+    let image = deployment::dockerfile();
+    let containers = deployment::compose_containers(&image, "compose/docker-compose.yml");
+    exercise("compose/docker-compose.yml", containers).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_kubernetes_probe_and_command_runs() {
+    let image = deployment::dockerfile();
+    exercise("k8s/", deployment::k8s_containers(&image)).await;
 }
