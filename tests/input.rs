@@ -12,9 +12,15 @@ use common::{KEY, Mode, TestEnv, open_projects, shared_backend};
 use rpa_ml_shared::jobs::{JobPayload, PredictJob, ProjectSelection};
 use rpa_ml_shared::ml::Target;
 use rpa_ml_shared::store::{
-    Claim, DriftReportRow, JobOutcome, ModelStage, NewJob, NewModel, PredictionRow, Store,
+    Claim, DriftReportRow, Holder, JobOutcome, ModelStage, NewJob, NewModel, PredictionRow, Store,
 };
 use serde_json::{Value, json};
+
+/// The first (and only) attempt of the worker "w".
+const HOLDER: Holder<'static> = Holder {
+    worker: "w",
+    attempt: 1,
+};
 
 const REPLACED: &str = "\u{FFFD}";
 
@@ -260,7 +266,11 @@ async fn claimed_job(store: &Store, request_id: Option<String>) -> String {
         request_id,
     };
     store.insert_jobs(&[job]).await.expect("insert with a NUL");
-    match store.claim_job(&id, "w").await.expect("claim") {
+    match store
+        .claim_job(&id, "w", std::time::Duration::from_secs(60))
+        .await
+        .expect("claim")
+    {
         Claim::Claimed(_) => id,
         other => panic!("not claimed: {other:?}"),
     }
@@ -272,7 +282,7 @@ async fn claimed_job(store: &Store, request_id: Option<String>) -> String {
 async fn nul_bytes_never_fail_a_write(store: &Store, mode: Mode) {
     let id = claimed_job(store, Some("rid\0x".into())).await;
     store
-        .set_progress(&id, "w", "stage\0", 0.5)
+        .set_progress(&id, HOLDER, "stage\0", 0.5)
         .await
         .expect("progress");
     store
@@ -282,7 +292,12 @@ async fn nul_bytes_never_fail_a_write(store: &Store, mode: Mode) {
     let failed = JobOutcome::Failed {
         error: "backend said \0 here",
     };
-    assert!(store.set_outcome(&id, "w", failed).await.expect("failure"));
+    assert!(
+        store
+            .set_outcome(&id, HOLDER, failed)
+            .await
+            .expect("failure")
+    );
     let job = store.get_job(&id).await.expect("read").expect("row");
     assert_eq!(job.request_id.as_deref(), Some("rid\u{FFFD}x"), "{mode:?}");
     assert_eq!(
@@ -309,7 +324,12 @@ async fn nul_bytes_never_fail_a_write(store: &Store, mode: Mode) {
         result: &result,
         predictions: &rows,
     };
-    assert!(store.set_outcome(&id, "w", success).await.expect("success"));
+    assert!(
+        store
+            .set_outcome(&id, HOLDER, success)
+            .await
+            .expect("success")
+    );
     let job = store.get_job(&id).await.expect("read").expect("row");
     assert_eq!(job.result, Some(json!({"note\u{FFFD}": ["a\u{FFFD}b"]})));
     let sql = "SELECT error FROM predictions WHERE job_id = $1";

@@ -78,4 +78,3 @@ async fn queue_counts_read_redis_once_jobs_have_finished() {
         assert_eq!(q["transport"]["done"], 0, "{q}");
     }
 }
-
