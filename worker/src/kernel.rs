@@ -43,7 +43,7 @@ pub async fn handle_message(state: Arc<WorkerState>, msg: JobMessage) -> Result<
             }
         };
         // Confirmed for as long as this attempt is being run or recorded.
-        let _lease = Lease::hold(state.clone(), &job);
+        let _lease = (!state.faults.no_lease).then(|| Lease::hold(state.clone(), &job));
         if job.attempts > job.max_attempts {
             let err = format!(
                 "attempt limit reached ({} of {})",
