@@ -235,7 +235,8 @@ async fn a_store_outage_strands_no_job_and_runs_none_twice() {
 
 /// A worker that stays alive and heart-beats but stops confirming the job it
 /// runs loses it once its lease runs out: another worker runs it (a second
-/// attempt), and the first one's late outcome is refused.
+/// attempt), and the first one stops at its next checkpoint, writing
+/// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_worker_that_stops_confirming_its_job_loses_it() {
     let mut env = TestEnv::new(Mode::Scale).await;
@@ -284,16 +285,17 @@ async fn a_live_worker_that_stops_confirming_its_job_loses_it() {
         "worker A stays alive"
     );
 
-    // A's hold ends; its outcome for attempt 1 is refused.
+    // A's hold ends: its first checkpoint finds the job taken back, and
+    // attempt 1 stops without writing anything.
     let log = env.dir.join("worker-a.log");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()
-        .contains("outcome refused")
+        .contains("this attempt no longer holds the job")
     {
         assert!(
             Instant::now() < deadline,
-            "worker A never reported its refused outcome\n{}",
+            "worker A never stopped its taken-back attempt\n{}",
             env.dump_logs()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -196,6 +196,9 @@ async fn record_outcome(
                 tracing::info!(elapsed_ms, "job succeeded");
             }
         }
+        Err(JobError::NotHeld(e)) => {
+            tracing::warn!(reason = %e, elapsed_ms, "job stopped: taken back from this attempt; nothing written");
+        }
         Err(JobError::Cancelled(e)) => {
             if write_outcome(state, job, JobOutcome::Cancelled { error: &e }).await? {
                 counted("cancelled");

@@ -159,6 +159,17 @@ pub enum Claim {
     NotClaimable(Option<JobState>),
 }
 
+/// What [`Store::checkpoint`] finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoint {
+    Continue,
+    /// An operator asked the job to stop.
+    CancelRequested,
+    /// This attempt no longer holds the job (its lease ran out and the
+    /// reconciler took it back, or it ended): nothing it still writes lands.
+    NotHeld,
+}
+
 /// How a running job ended, as its worker reports it to
 /// [`Store::set_outcome`].
 #[derive(Debug, Clone, Copy)]
@@ -438,6 +449,31 @@ impl Store {
             lease_end(Utc::now(), lease),
         )?;
         Ok(n == 1)
+    }
+
+    /// What a running job finds at a checkpoint: asked to stop, no longer
+    /// held by this attempt, or neither.
+    pub async fn checkpoint(&self, id: &str, holder: Holder<'_>) -> Result<Checkpoint, StoreError> {
+        /// cancel_requested_at, worker, attempts, state
+        type Row = (Option<DateTime<Utc>>, Option<String>, i32, String);
+        let row: Option<Row> = fetch!(
+            self,
+            fetch_optional,
+            "SELECT cancel_requested_at, worker, attempts, state FROM jobs WHERE id = $1",
+            id,
+        )?;
+        Ok(match row {
+            Some((_, worker, attempts, state))
+                if state != JobState::Running.as_str()
+                    || worker.as_deref() != Some(holder.worker)
+                    || attempts != holder.attempt =>
+            {
+                Checkpoint::NotHeld
+            }
+            None => Checkpoint::NotHeld,
+            Some((Some(_), ..)) => Checkpoint::CancelRequested,
+            Some((None, ..)) => Checkpoint::Continue,
+        })
     }
 
     /// Progress of a running job: a stage name and a fraction in 0..=1.

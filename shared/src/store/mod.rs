@@ -95,7 +95,9 @@ mod reconcile;
 mod workers;
 
 pub use drift::{DriftReportRow, PredictionCount, StoredPrediction};
-pub use jobs::{Claim, Holder, InsertOutcome, JobOutcome, JobRow, NewJob, PredictionRow};
+pub use jobs::{
+    Checkpoint, Claim, Holder, InsertOutcome, JobOutcome, JobRow, NewJob, PredictionRow,
+};
 pub use maintenance::{Purged, RetentionCutoffs};
 pub use models::{ModelDocument, ModelRow, ModelStage, NewModel};
 pub use ops::{CancelOutcome, JobFilter, OpsJob, QueueCounts, RetryOutcome};
