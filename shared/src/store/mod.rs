@@ -88,6 +88,7 @@ macro_rules! fetch {
 
 mod drift;
 mod jobs;
+mod lease;
 mod maintenance;
 mod models;
 mod ops;
@@ -95,9 +96,8 @@ mod reconcile;
 mod workers;
 
 pub use drift::{DriftReportRow, PredictionCount, StoredPrediction};
-pub use jobs::{
-    Checkpoint, Claim, Holder, InsertOutcome, JobOutcome, JobRow, NewJob, PredictionRow,
-};
+pub use jobs::{Claim, InsertOutcome, JobOutcome, JobRow, NewJob, PredictionRow};
+pub use lease::{Checkpoint, Holder};
 pub use maintenance::{Purged, RetentionCutoffs};
 pub use models::{ModelDocument, ModelRow, ModelStage, NewModel};
 pub use ops::{CancelOutcome, JobFilter, OpsJob, QueueCounts, RetryOutcome};
