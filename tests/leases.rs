@@ -1,6 +1,8 @@
-//! Job leases against a real, private PostgreSQL that the test stops and
-//! starts: a store outage strands no running job, and a job whose worker
-//! keeps running it through the outage is not run a second time.
+//! Job leases, end to end: a store outage (a private PostgreSQL the test
+//! stops and starts) strands no running job, and a job whose worker keeps
+//! running it through the outage is not run a second time; a job whose
+//! worker is alive but stopped confirming it is taken back, and that
+//! worker's late outcome is refused.
 
 mod common;
 
@@ -135,18 +137,21 @@ async fn running_under(store: &sqlx::PgPool, pid: u32) -> Vec<String> {
     .collect()
 }
 
-/// PostgreSQL goes away for longer than a job's lease and longer than
-/// WORKER_DEAD_AFTER_SECS while jobs run: one worker holds its jobs through
-/// the outage (their leases run out meanwhile, its heartbeat stops), the
-/// other finishes its jobs during it and cannot write their outcome. Once
-/// the store is back every job ends `succeeded`, none stays `running`, each
-/// has exactly one stored result, and the jobs the first worker kept running
-/// were never taken from it (one attempt each).
+/// PostgreSQL goes away for longer than a job's lease while jobs run: one
+/// worker holds its jobs through the outage (their leases run out
+/// meanwhile), the other finishes its jobs during it and cannot write their
+/// outcome. Once the store is back every job ends `succeeded`, none stays
+/// `running`, each has exactly one stored result, and the jobs the first
+/// worker kept running were never taken from it (one attempt each).
+/// Workers count as dead on the roster only after a minute here, so no
+/// heartbeat race can rescue (or take) a job: leases alone must.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_outage_strands_no_job_and_runs_none_twice() {
     let pg = OwnPostgres::start();
     let mut env = TestEnv::new(Mode::Scale).await;
     env.store_url = pg.url();
+    env.extra
+        .insert("WORKER_DEAD_AFTER_SECS".into(), "60".into());
     env.spawn("api", &["api"], &[]);
     let trainer = env.spawn("trainer", &["worker", "--queues", "train"], &[]);
     env.wait_ready().await;
@@ -197,13 +202,13 @@ async fn a_store_outage_strands_no_job_and_runs_none_twice() {
     }
     store.close().await;
 
-    // Longer than the lease (3 s) and WORKER_DEAD_AFTER_SECS (3 s).
+    // Longer than the lease (3 s).
     pg.down();
     tokio::time::sleep(Duration::from_secs(7)).await;
     pg.up();
 
     for id in &jobs {
-        let job = c.wait_job(id, 120).await;
+        let job = c.wait_job(id, 60).await;
         assert_eq!(job["status"], "succeeded", "{job}\n{}", env.dump_logs());
     }
     for id in &held {
@@ -226,4 +231,89 @@ async fn a_store_outage_strands_no_job_and_runs_none_twice() {
         probe.count("SELECT COUNT(*) FROM predictions").await,
         (jobs.len() * ids.len()) as i64
     );
+}
+
+/// A worker that stays alive and heart-beats but stops confirming the job it
+/// runs loses it once its lease runs out: another worker runs it (a second
+/// attempt), and the first one stops at its next checkpoint, writing
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_worker_that_stops_confirming_its_job_loses_it() {
+    let mut env = TestEnv::new(Mode::Scale).await;
+    env.spawn("api", &["api"], &[]);
+    let trainer = env.spawn("trainer", &["worker", "--queues", "train"], &[]);
+    env.wait_ready().await;
+    env.train().await;
+    env.kill9(trainer);
+
+    // A holds its one job for 8 s and never renews its lease (3 s).
+    let a = env.spawn(
+        "worker-a",
+        &[
+            "worker",
+            "--queues",
+            "predict",
+            "--concurrency",
+            "1",
+            "--no-reconcile",
+        ],
+        &[
+            ("RPA_ML_FAULT_DELAY_MS", "8000"),
+            ("RPA_ML_FAULT_NO_LEASE", "1"),
+        ],
+    );
+    let c = env.client();
+    let ids = open_projects(&shared_backend(), 3).await;
+    let id = c.predict(&["risk"], &ids).await;
+    let store = sqlx::PgPool::connect(&env.store_url).await.expect("store");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running_under(&store, a).await != [id.clone()] {
+        assert!(
+            Instant::now() < deadline,
+            "worker A never took the job\n{}",
+            env.dump_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // B reconciles, and runs what it is given.
+    let b = env.spawn("worker-b", &["worker", "--queues", "predict"], &[]);
+    let job = c.wait_job(&id, 60).await;
+    assert_eq!(job["status"], "succeeded", "{job}\n{}", env.dump_logs());
+    assert_eq!(job["attempts"], 2, "{job}");
+    assert!(
+        env.wait_exit(a, Duration::from_millis(100)).is_none(),
+        "worker A stays alive"
+    );
+
+    // A's hold ends: its first checkpoint finds the job taken back, and
+    // attempt 1 stops without writing anything.
+    let log = env.dir.join("worker-a.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("this attempt no longer holds the job")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "worker A never stopped its taken-back attempt\n{}",
+            env.dump_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (worker, attempts, state): (String, i32, String) =
+        sqlx::query_as("SELECT worker, attempts, state FROM jobs WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&store)
+            .await
+            .expect("row");
+    assert!(worker.contains(&format!("-{b}-")), "ran by B: {worker}");
+    assert_eq!((attempts, state.as_str()), (2, "succeeded"));
+    let (_, again) = c.get(&format!("/api/v1/jobs/{id}")).await;
+    assert_eq!(again["result"], job["result"], "B's result stands");
+    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM predictions WHERE job_id = $1")
+        .bind(&id)
+        .fetch_one(&store)
+        .await
+        .expect("count");
+    assert_eq!(rows, ids.len() as i64);
 }

@@ -12,8 +12,8 @@ use common::{Mode, TestEnv};
 use rpa_ml_shared::jobs::{JobPayload, JobState, PredictJob, ProjectSelection};
 use rpa_ml_shared::ml::Target;
 use rpa_ml_shared::store::{
-    Claim, Holder, JobOutcome, JobRow, ModelDocument, NewJob, NewModel, PredictionRow, Store,
-    WorkerRow,
+    Checkpoint, Claim, Holder, JobOutcome, JobRow, ModelDocument, NewJob, NewModel, PredictionRow,
+    Store, WorkerRow,
 };
 use serde_json::json;
 
@@ -260,6 +260,13 @@ async fn a_late_attempt_writes_nothing(store: &Store, mode: Mode) {
             .expect("write")
     );
     assert!(!store.renew_lease(&id, late, LEASE).await.expect("renew"));
+    let at = |h| store.checkpoint(&id, h);
+    assert_eq!(at(late).await.expect("checkpoint"), Checkpoint::NotHeld);
+    let now_held = by(WORKER, &second);
+    assert_eq!(
+        at(now_held).await.expect("checkpoint"),
+        Checkpoint::Continue
+    );
     store
         .set_progress(&id, late, "late stage", 0.9)
         .await

@@ -2,20 +2,26 @@
 //! mark on its row; the job reads it at the points where stopping leaves
 //! nothing half done (between prediction batches, between retrain stages)
 //! and ends `cancelled`. A job requeued after a transient failure with the
-//! mark set stops at its first checkpoint.
+//! mark set stops at its first checkpoint. An attempt that was taken back
+//! (its lease ran out) stops at its next checkpoint too, writing nothing.
 
 use crate::outcome::JobError;
 use crate::state::WorkerState;
-use rpa_ml_shared::store::JobRow;
+use rpa_ml_shared::store::{Checkpoint, JobRow};
 
-/// Err([`JobError::Cancelled`]) when the job was asked to stop.
+/// Err([`JobError::Cancelled`]) when the job was asked to stop, and
+/// Err([`JobError::NotHeld`]) when this attempt no longer holds it (it was
+/// taken back and runs elsewhere: going on would only do the work twice).
 pub async fn checkpoint(state: &WorkerState, job: &JobRow, at: &str) -> Result<(), JobError> {
-    if state.store.cancel_requested(&job.id).await? {
-        return Err(JobError::Cancelled(format!(
+    match state.store.checkpoint(&job.id, state.holder(job)).await? {
+        Checkpoint::Continue => Ok(()),
+        Checkpoint::CancelRequested => Err(JobError::Cancelled(format!(
             "cancelled by an operator; stopped {at}"
-        )));
+        ))),
+        Checkpoint::NotHeld => Err(JobError::NotHeld(format!(
+            "this attempt no longer holds the job; stopped {at}"
+        ))),
     }
-    Ok(())
 }
 
 /// The first checkpoint. The row the claim returned is fresh, so while the

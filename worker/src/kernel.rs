@@ -43,7 +43,7 @@ pub async fn handle_message(state: Arc<WorkerState>, msg: JobMessage) -> Result<
             }
         };
         // Confirmed for as long as this attempt is being run or recorded.
-        let _lease = Lease::hold(state.clone(), &job);
+        let _lease = (!state.faults.no_lease).then(|| Lease::hold(state.clone(), &job));
         if job.attempts > job.max_attempts {
             let err = format!(
                 "attempt limit reached ({} of {})",
@@ -195,6 +195,9 @@ async fn record_outcome(
                 count_predictions(&rows);
                 tracing::info!(elapsed_ms, "job succeeded");
             }
+        }
+        Err(JobError::NotHeld(e)) => {
+            tracing::warn!(reason = %e, elapsed_ms, "job stopped: taken back from this attempt; nothing written");
         }
         Err(JobError::Cancelled(e)) => {
             if write_outcome(state, job, JobOutcome::Cancelled { error: &e }).await? {

@@ -22,6 +22,10 @@ pub enum JobError {
     /// An operator cancelled it; seen at a checkpoint.
     #[error("{0}")]
     Cancelled(String),
+    /// This attempt no longer holds the job; seen at a checkpoint. Nothing
+    /// is written: the attempt that holds it now records the outcome.
+    #[error("{0}")]
+    NotHeld(String),
 }
 
 impl From<StoreError> for JobError {

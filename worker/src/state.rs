@@ -26,11 +26,14 @@ pub struct WorkerState {
 /// Fault injection for the durability tests, off unless set:
 /// `RPA_ML_FAULT_DELAY_MS` holds every job that long after its claim (so a
 /// test can kill a worker that holds jobs); `RPA_ML_FAULT_ABORT=1` aborts
-/// the process when a job starts (a job that kills its worker).
+/// the process when a job starts (a job that kills its worker);
+/// `RPA_ML_FAULT_NO_LEASE=1` never renews a job's lease (a live worker that
+/// lost track of the jobs it runs).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Faults {
     pub delay: Option<std::time::Duration>,
     pub abort: bool,
+    pub no_lease: bool,
 }
 
 impl Faults {
@@ -41,10 +44,20 @@ impl Faults {
             .filter(|ms| *ms > 0)
             .map(std::time::Duration::from_millis);
         let abort = std::env::var("RPA_ML_FAULT_ABORT").is_ok_and(|v| v == "1");
-        if delay.is_some() || abort {
-            tracing::warn!(?delay, abort, "fault injection is on (test setting)");
+        let no_lease = std::env::var("RPA_ML_FAULT_NO_LEASE").is_ok_and(|v| v == "1");
+        if delay.is_some() || abort || no_lease {
+            tracing::warn!(
+                ?delay,
+                abort,
+                no_lease,
+                "fault injection is on (test setting)"
+            );
         }
-        Faults { delay, abort }
+        Faults {
+            delay,
+            abort,
+            no_lease,
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 
+use super::lease::{Holder, held_by_worker, lease_end};
 use super::text::{storable, storable_json, storable_opt};
 use super::{Store, StoreError, parse};
 use crate::jobs::{JobKind, JobPayload, JobState, QueueName};
@@ -82,28 +83,6 @@ macro_rules! bind_prediction {
             .bind(storable_opt($r.error.as_deref()))
             .bind($now)
     };
-}
-
-/// The guard of every write a worker makes to a job it runs: the row is
-/// still running, under this worker, in this attempt (`$1` the id, `$2` the
-/// worker, `$3` the attempt). A write that finds it otherwise changes
-/// nothing: the reconciler or an operator took the job away (and maybe
-/// another attempt holds it now), and the other holder's outcome stands.
-macro_rules! held_by_worker {
-    () => {
-        " WHERE id = $1 AND worker = $2 AND attempts = $3 AND state = 'running'"
-    };
-}
-
-/// Who runs a job: the worker that claimed it and the attempt its claim
-/// counted. Every write a worker makes to a running job names its holder,
-/// and only the current holder's writes land (fencing by attempt: a worker
-/// that lost its lease cannot overwrite the attempt that replaced it, even
-/// when both are the same process).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Holder<'a> {
-    pub worker: &'a str,
-    pub attempt: i32,
 }
 
 impl TryFrom<RawJob> for JobRow {
@@ -420,27 +399,6 @@ impl Store {
         }
     }
 
-    /// Confirms that `holder` still runs the job: its lease now ends `lease`
-    /// from now. False when the row is no longer held by that attempt (the
-    /// reconciler took it back, or it ended): whatever that attempt still
-    /// writes will be refused.
-    pub async fn renew_lease(
-        &self,
-        id: &str,
-        holder: Holder<'_>,
-        lease: std::time::Duration,
-    ) -> Result<bool, StoreError> {
-        let n = exec!(
-            self,
-            concat!("UPDATE jobs SET lease_until = $4", held_by_worker!()),
-            id,
-            holder.worker,
-            holder.attempt,
-            lease_end(Utc::now(), lease),
-        )?;
-        Ok(n == 1)
-    }
-
     /// Progress of a running job: a stage name and a fraction in 0..=1.
     pub async fn set_progress(
         &self,
@@ -519,11 +477,6 @@ impl Store {
         })?;
         Ok(kept)
     }
-}
-
-/// When a lease of `lease` taken at `now` ends.
-fn lease_end(now: DateTime<Utc>, lease: std::time::Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::seconds(30))
 }
 
 /// Rows per INSERT: 9 binds each, under SQLite's 32766-variable limit.

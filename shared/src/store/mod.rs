@@ -88,6 +88,7 @@ macro_rules! fetch {
 
 mod drift;
 mod jobs;
+mod lease;
 mod maintenance;
 mod models;
 mod ops;
@@ -96,7 +97,8 @@ mod text;
 mod workers;
 
 pub use drift::{DriftReportRow, PredictionCount, StoredPrediction};
-pub use jobs::{Claim, Holder, InsertOutcome, JobOutcome, JobRow, NewJob, PredictionRow};
+pub use jobs::{Claim, InsertOutcome, JobOutcome, JobRow, NewJob, PredictionRow};
+pub use lease::{Checkpoint, Holder};
 pub use maintenance::{Purged, RetentionCutoffs};
 pub use models::{ModelDocument, ModelRow, ModelStage, NewModel};
 pub use ops::{CancelOutcome, JobFilter, OpsJob, QueueCounts, RetryOutcome};

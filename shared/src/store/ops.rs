@@ -243,17 +243,6 @@ impl Store {
         raw.map(TryInto::try_into).transpose()
     }
 
-    /// Whether an operator asked this job to stop (read at checkpoints).
-    pub async fn cancel_requested(&self, id: &str) -> Result<bool, StoreError> {
-        let row: Option<(Option<DateTime<Utc>>,)> = fetch!(
-            self,
-            fetch_optional,
-            "SELECT cancel_requested_at FROM jobs WHERE id = $1",
-            id,
-        )?;
-        Ok(matches!(row, Some((Some(_),))))
-    }
-
     /// Counts per queue from the jobs table; every queue is present.
     pub async fn queue_counts(&self) -> Result<BTreeMap<QueueName, QueueCounts>, StoreError> {
         let now = Utc::now();

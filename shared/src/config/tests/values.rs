@@ -47,6 +47,7 @@ fn defaults_load_with_debug() {
     assert_eq!(c.job_retention_days, 7);
     assert_eq!(c.worker_heartbeat, Duration::from_secs(2));
     assert_eq!(c.worker_dead_after, Duration::from_secs(10));
+    assert_eq!(c.job_lease, Duration::from_secs(15));
     assert_eq!(c.reconcile_interval, Duration::from_secs(5));
     assert_eq!(c.requeue_after, Duration::from_secs(15));
     assert_eq!(c.poll_interval, Duration::from_millis(200));
@@ -176,6 +177,7 @@ fn each_kind_of_bad_value_names_its_variable() {
         ("JOB_MAX_ATTEMPTS", "26"),
         ("JOB_RETENTION_DAYS", "0"),
         ("WORKER_HEARTBEAT_SECS", "0"),
+        ("JOB_LEASE_SECS", "2"),
         ("RECONCILE_INTERVAL_SECS", "0"),
         ("RECONCILE_REQUEUE_AFTER_SECS", "soon"),
         ("QUEUE_POLL_INTERVAL_MS", "0"),
