@@ -186,6 +186,12 @@ async fn bodies_are_taken_as_the_document_describes_them() {
         .await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["jobs"].as_array().map(Vec::len), Some(1), "{body}");
+    // An empty filter value is not "no filter": the document says at least
+    // one state, each one of the enum.
+    for query in ["state=", "state=queued,,running", "kind=predict,"] {
+        let (s, body) = c.get(&format!("/api/v1/jobs?{query}")).await;
+        assert_error(s, &body, 400, "validation_error", "empty value");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -324,7 +324,7 @@ fn base_document(max_ids: usize) -> Value {
 fn ops_paths() -> Value {
     let security = json!([{"bearer": []}, {"apiKey": []}]);
     let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": ULID_PATTERN}});
-    let names = |all: Vec<&str>| json!({"type": "array", "items": {"type": "string", "enum": all}});
+    let names = |all: Vec<&str>| json!({"type": "array", "minItems": 1, "items": {"type": "string", "enum": all}});
     let html = |summary: &str, ty: &str| json!({"get": {"summary": summary, "responses": {"200": {"description": ty}}}});
     let job_list = json!({"type": "object", "required": ["jobs", "next_cursor"], "properties": {
         "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
