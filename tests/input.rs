@@ -180,6 +180,11 @@ async fn bodies_are_taken_as_the_document_describes_them() {
         let (s, body) = c.post("/api/v1/predict", bad.clone()).await;
         assert_eq!(s, 400, "{bad}: {body}");
     }
+    // Neither is `targets`: null used to mean "every target".
+    let (s, body) = c
+        .post("/api/v1/models/retrain", json!({"targets": null}))
+        .await;
+    assert_error(s, &body, 400, "validation_error", "targets");
     // A date-time before 1970 is a valid `since`: it filters nothing.
     let (s, body) = c
         .get("/api/v1/jobs?since=1960-01-01T00:00:00Z&state=queued,running")
