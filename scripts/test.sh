@@ -23,7 +23,19 @@ log="$(mktemp)"
 set +e
 cargo test --locked --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+
+# The API against its own OpenAPI document (schemathesis, all checks), on
+# the binary cargo has just built; it counts as one test below.
+echo "== schemathesis"
+bash scripts/schemathesis.sh
+fuzz=$?
 set -e
+if [ "$fuzz" -eq 0 ]; then
+  echo "test result: ok. 1 passed; 0 failed; 0 ignored (schemathesis)" >>"$log"
+else
+  echo "test result: FAILED. 0 passed; 1 failed; 0 ignored (schemathesis)" >>"$log"
+  [ "$status" -ne 0 ] || status=$fuzz
+fi
 # One closing line for the whole run (cargo ends on its doc-test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"

@@ -186,12 +186,23 @@ async fn bodies_are_taken_as_the_document_describes_them() {
         let (s, body) = c.post("/api/v1/predict", bad.clone()).await;
         assert_eq!(s, 400, "{bad}: {body}");
     }
+    // Neither is `targets`: null used to mean "every target".
+    let (s, body) = c
+        .post("/api/v1/models/retrain", json!({"targets": null}))
+        .await;
+    assert_error(s, &body, 400, "validation_error", "targets");
     // A date-time before 1970 is a valid `since`: it filters nothing.
     let (s, body) = c
         .get("/api/v1/jobs?since=1960-01-01T00:00:00Z&state=queued,running")
         .await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["jobs"].as_array().map(Vec::len), Some(1), "{body}");
+    // An empty filter value is not "no filter": the document says at least
+    // one state, each one of the enum.
+    for query in ["state=", "state=queued,,running", "kind=predict,"] {
+        let (s, body) = c.get(&format!("/api/v1/jobs?{query}")).await;
+        assert_error(s, &body, 400, "validation_error", "empty value");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

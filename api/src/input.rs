@@ -1,6 +1,6 @@
 //! Field rules shared by the request bodies, so the code accepts exactly
 //! what the OpenAPI document promises: JSON Schema's `integer` admits
-//! `45549.0` (a number with no fraction), a `boolean` is never `null`, and
+//! `45549.0` (a number with no fraction), a field is never `null`, and
 //! free text never carries control characters (the document says so with
 //! [`PLAIN_TEXT_PATTERN`]).
 
@@ -69,11 +69,12 @@ pub fn whole_i32<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
     i32::try_from(n).map_err(|_| D::Error::invalid_value(Unexpected::Signed(n), &"an int32"))
 }
 
-/// An optional boolean that, when present, is `true` or `false`, never
-/// `null`.
-pub fn present_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    let b: bool = serde::Deserialize::deserialize(d)?;
-    Ok(Some(b))
+/// An optional field that, when present, holds a `T`, never `null`
+/// (serde's `Option` would take `null` for absent).
+pub fn present<'de, D: Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// Free text from a client, refused (400 naming `field`) when it is longer
@@ -105,7 +106,7 @@ mod tests {
     struct Body {
         #[serde(default, deserialize_with = "whole_ids")]
         ids: Option<Vec<i64>>,
-        #[serde(default, deserialize_with = "present_bool")]
+        #[serde(default, deserialize_with = "present")]
         flag: Option<bool>,
     }
 

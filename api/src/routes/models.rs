@@ -16,7 +16,7 @@ use rpa_ml_shared::store::{ModelDocument, ModelStage};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::JsonBody;
-use crate::input::{plain_text, whole_i32};
+use crate::input::{plain_text, present, whole_i32};
 use crate::state::AppState;
 use crate::views::model_view;
 
@@ -112,7 +112,7 @@ fn path_target(raw: &str) -> Result<Target, ApiError> {
 struct PromoteBody {
     #[serde(deserialize_with = "whole_i32")]
     version: i32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     reason: Option<String>,
 }
 

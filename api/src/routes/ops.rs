@@ -91,15 +91,22 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-/// Comma-separated values of one enum; empty means no filter.
+/// Comma-separated values of one enum; absent means no filter. An empty
+/// value (`state=`, `state=a,,b`) is refused, as the document's
+/// `minItems` and `enum` say.
 fn parse_list<T: FromStr<Err = String>>(raw: Option<&str>, what: &str) -> Result<Vec<T>, ApiError> {
     let Some(raw) = raw else {
         return Ok(Vec::new());
     };
     raw.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| T::from_str(s).map_err(|e| ApiError::validation(format!("{what}: {e}"))))
+        .map(|s| {
+            if s.is_empty() {
+                return Err(ApiError::validation(format!(
+                    "`{what}` has an empty value; leave the parameter out for no filter"
+                )));
+            }
+            T::from_str(s).map_err(|e| ApiError::validation(format!("`{what}`: {e}")))
+        })
         .collect()
 }
 

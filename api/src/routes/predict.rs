@@ -19,7 +19,7 @@ use rpa_ml_shared::ml::Target;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{JsonBody, JsonBodyOrDefault};
-use crate::input::{present_bool, whole_ids};
+use crate::input::{present, whole_ids};
 use crate::middleware::request_id;
 use crate::state::AppState;
 
@@ -39,11 +39,11 @@ pub fn routes() -> Router<AppState> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PredictBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     targets: Option<Vec<String>>,
     #[serde(default, deserialize_with = "whole_ids")]
     project_ids: Option<Vec<i64>>,
-    #[serde(default, deserialize_with = "present_bool")]
+    #[serde(default, deserialize_with = "present")]
     all_open: Option<bool>,
 }
 
@@ -52,7 +52,7 @@ struct PredictBody {
 struct PredictOneBody {
     #[serde(default, deserialize_with = "whole_ids")]
     project_ids: Option<Vec<i64>>,
-    #[serde(default, deserialize_with = "present_bool")]
+    #[serde(default, deserialize_with = "present")]
     all_open: Option<bool>,
 }
 
@@ -177,7 +177,7 @@ async fn submit_predict(
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RetrainBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     targets: Option<Vec<String>>,
 }
 

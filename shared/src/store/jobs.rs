@@ -280,6 +280,23 @@ impl Store {
 
     /// Writes a new queued job, or returns the active job it duplicates.
     pub async fn insert_job(&self, job: NewJob) -> Result<InsertOutcome, StoreError> {
+        // An insert can lose to an active duplicate that ends before it is
+        // read: then neither is found, and the slot is free again. Each
+        // round lost that way means another job ended, so a few suffice.
+        for _ in 0..INSERT_ROUNDS {
+            if let Some(outcome) = self.try_insert_job(&job).await? {
+                return Ok(outcome);
+            }
+        }
+        Err(StoreError::Query(format!(
+            "job {} could not be inserted and has no active duplicate",
+            job.id
+        )))
+    }
+
+    /// One round of [`Store::insert_job`]: `None` when the insert lost to a
+    /// duplicate that is no longer active.
+    async fn try_insert_job(&self, job: &NewJob) -> Result<Option<InsertOutcome>, StoreError> {
         let now = Utc::now();
         let kind = job.payload.kind();
         let dedup = job.payload.dedup_key();
@@ -305,7 +322,7 @@ impl Store {
             &job.queue_task_id,
         )?;
         if let Some(raw) = inserted {
-            return Ok(InsertOutcome::Created(raw.try_into()?));
+            return Ok(Some(InsertOutcome::Created(raw.try_into()?)));
         }
         // The insert lost to an active duplicate (or, astronomically, an id clash).
         if let Some(key) = dedup {
@@ -315,12 +332,13 @@ impl Store {
                 " FROM jobs WHERE dedup_key = $1 AND state IN ('queued','running')"
             );
             let existing: Option<RawJob> = fetch!(self, fetch_optional, sql, &key)?;
-            if let Some(raw) = existing {
-                return Ok(InsertOutcome::Existing(raw.try_into()?));
-            }
+            return match existing {
+                Some(raw) => Ok(Some(InsertOutcome::Existing(raw.try_into()?))),
+                None => Ok(None),
+            };
         }
         Err(StoreError::Query(format!(
-            "job {} could not be inserted and has no active duplicate",
+            "job {} could not be inserted: its id is taken",
             job.id
         )))
     }
@@ -478,6 +496,9 @@ impl Store {
         Ok(kept)
     }
 }
+
+/// Rounds of [`Store::insert_job`] before it gives up.
+const INSERT_ROUNDS: usize = 10;
 
 /// Rows per INSERT: 9 binds each, under SQLite's 32766-variable limit.
 const PREDICTION_CHUNK: usize = 1000;
