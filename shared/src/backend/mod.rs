@@ -187,17 +187,50 @@ impl BackendDb {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
-    /// Projects not completed or cancelled (unknown statuses count as open), ascending.
+    /// The projects [`is_open`] calls open, ascending. The end date is
+    /// read with the parser features use, so `all_open` and training agree
+    /// on which projects have ended.
     pub async fn open_project_ids(&self) -> Result<Vec<i64>, BackendError> {
-        let sql = "SELECT CAST(id AS BIGINT) FROM projects \
-                   WHERE status IS NULL OR LOWER(TRIM(status)) NOT IN ('completed', 'cancelled') \
-                   ORDER BY id";
-        let rows: Vec<(i64,)> = match self {
+        let sql = "SELECT CAST(id AS BIGINT), CAST(status AS TEXT), CAST(actual_end_date AS TEXT) \
+                   FROM projects ORDER BY id";
+        let rows: Vec<(i64, Option<String>, Option<String>)> = match self {
             BackendDb::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await?,
             BackendDb::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await?,
         };
-        Ok(rows.into_iter().map(|(id,)| id).collect())
+        Ok(rows
+            .into_iter()
+            .filter(|(_, status, end)| {
+                is_open(
+                    &normalize_status(status.as_deref()),
+                    time::parse_date(end.as_deref()).ok().is_some(),
+                )
+            })
+            .map(|(id, _, _)| id)
+            .collect())
     }
+}
+
+/// Statuses that close a project: its outcome is known.
+pub const CLOSED_STATUSES: [&str; 2] = ["completed", "cancelled"];
+/// Statuses that say a project is under way or waiting to start, whatever
+/// its end date says.
+pub const OPEN_STATUSES: [&str; 3] = ["planned", "active", "on_hold"];
+
+/// A status as compared: trimmed and lower-cased, NULL as "".
+pub fn normalize_status(status: Option<&str>) -> String {
+    status
+        .map(|s| s.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Whether a project (its status normalised) is open, i.e. scored by
+/// `all_open`: not completed or cancelled, and either a known open status
+/// or no readable actual end date. A project under another status (or
+/// none) with an end date, such as `archived`, has ended with an unknown
+/// outcome: neither scored nor learned from (training counts it as
+/// `ended_with_unknown_status`).
+pub fn is_open(status: &str, has_actual_end: bool) -> bool {
+    !CLOSED_STATUSES.contains(&status) && (OPEN_STATUSES.contains(&status) || !has_actual_end)
 }
 
 /// Drops a password from a URL before it goes into an error message.

@@ -2,7 +2,9 @@
 //!
 //! Every column is read as text or a number via CAST, so one SQL text serves
 //! both databases and odd storage (an INTEGER in a TEXT column, NUMERIC
-//! budgets) decodes instead of failing the whole query.
+//! budgets) decodes instead of failing the whole query. Numbers are read
+//! through [`Dialect::number`], so text that is no number is a NULL in its
+//! row on PostgreSQL too, not a failed query.
 
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
@@ -66,18 +68,88 @@ pub(crate) struct MemberRecord {
     pub hourly_rate: Option<f64>,
 }
 
-const PROJECT_COLUMNS: &str = "SELECT CAST(id AS BIGINT) AS id, CAST(team_id AS BIGINT) AS team_id, \
-     CAST(status AS TEXT) AS status, CAST(priority AS TEXT) AS priority, \
-     CAST(complexity AS DOUBLE PRECISION) AS complexity, \
-     CAST(process_count AS DOUBLE PRECISION) AS process_count, \
-     CAST(bot_count AS DOUBLE PRECISION) AS bot_count, \
-     CAST(systems_integrated AS DOUBLE PRECISION) AS systems_integrated, \
-     CAST(budget AS DOUBLE PRECISION) AS budget, \
-     CAST(start_date AS TEXT) AS start_date, CAST(planned_end_date AS TEXT) AS planned_end_date, \
-     CAST(actual_end_date AS TEXT) AS actual_end_date \
-     FROM projects WHERE {filter}";
+/// How this database reads a column that should hold a number.
+#[derive(Debug, Clone, Copy)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A decimal number as PostgreSQL's `float8` input takes it, exponent of
+/// at most two digits. With at most 40 characters in all, anything that
+/// matches fits a double, so the cast after the test cannot fail.
+const PG_NUMBER: &str =
+    "'^[[:space:]]*[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]{1,2})?[[:space:]]*$'";
+/// A whole number (`12`, `12.0`) that fits a BIGINT.
+const PG_INTEGER: &str = "'^[[:space:]]*[-+]?[0-9]{1,18}([.]0*)?[[:space:]]*$'";
+const PG_MAX_NUMBER_CHARS: usize = 40;
+/// Column types whose every value casts to a BIGINT.
+const PG_BINARY_INTEGERS: &str = "'integer'::regtype, 'bigint'::regtype, 'smallint'::regtype";
+/// Column types whose every value casts to a double: read without the test
+/// (which would print each value as text first).
+const PG_BINARY_NUMBERS: &str = "'double precision'::regtype, 'real'::regtype, \
+     'integer'::regtype, 'bigint'::regtype, 'smallint'::regtype";
+
+impl Dialect {
+    /// A numeric column as DOUBLE PRECISION, NULL when it holds no number.
+    /// SQLite's `CAST` never fails (text reads as its leading number, or 0).
+    /// PostgreSQL's fails the whole query on one text value that is not a
+    /// number, so there the value is tested first and anything else (`n/a`,
+    /// `high`, NaN, a 400-digit figure) reads as NULL, like a missing one.
+    fn number(self, column: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("CAST({column} AS DOUBLE PRECISION)"),
+            Dialect::Postgres => format!(
+                "CASE WHEN pg_typeof({column}) IN ({PG_BINARY_NUMBERS}) \
+                 THEN CAST({column} AS DOUBLE PRECISION) \
+                 WHEN CAST({column} AS TEXT) ~ {PG_NUMBER} \
+                 AND LENGTH(CAST({column} AS TEXT)) <= {PG_MAX_NUMBER_CHARS} \
+                 THEN CAST({column} AS DOUBLE PRECISION) END"
+            ),
+        }
+    }
+
+    /// A reference to another row (`team_id`) as BIGINT, NULL when it is
+    /// not a whole number, on the same terms as [`Dialect::number`].
+    fn integer(self, column: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("CAST({column} AS BIGINT)"),
+            Dialect::Postgres => format!(
+                "CASE WHEN pg_typeof({column}) IN ({PG_BINARY_INTEGERS}) \
+                 THEN CAST({column} AS BIGINT) \
+                 WHEN CAST({column} AS TEXT) ~ {PG_INTEGER} \
+                 THEN CAST(CAST({column} AS NUMERIC) AS BIGINT) END"
+            ),
+        }
+    }
+
+    fn projects(self) -> String {
+        format!(
+            "SELECT CAST(id AS BIGINT) AS id, {} AS team_id, \
+             CAST(status AS TEXT) AS status, CAST(priority AS TEXT) AS priority, \
+             {} AS complexity, {} AS process_count, {} AS bot_count, \
+             {} AS systems_integrated, {} AS budget, \
+             CAST(start_date AS TEXT) AS start_date, CAST(planned_end_date AS TEXT) AS planned_end_date, \
+             CAST(actual_end_date AS TEXT) AS actual_end_date \
+             FROM projects WHERE {{filter}}",
+            self.integer("team_id"),
+            self.number("complexity"),
+            self.number("process_count"),
+            self.number("bot_count"),
+            self.number("systems_integrated"),
+            self.number("budget"),
+        )
+    }
+}
 
 impl BackendDb {
+    fn dialect(&self) -> Dialect {
+        match self {
+            BackendDb::Sqlite(_) => Dialect::Sqlite,
+            BackendDb::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
     /// Runs `template` with `{filter}` replaced by a restriction of `column`
     /// to the scope's ids: `IN (...)` chunks on SQLite, `= ANY($1)` on PostgreSQL.
     pub(crate) async fn fetch_scoped<T>(
@@ -128,7 +200,8 @@ impl BackendDb {
         &self,
         scope: Scope<'_>,
     ) -> Result<Vec<ProjectRecord>, BackendError> {
-        self.fetch_scoped(PROJECT_COLUMNS, "id", scope).await
+        self.fetch_scoped(&self.dialect().projects(), "id", scope)
+            .await
     }
 
     /// Projects belonging to these teams (for the team's track record).
@@ -136,7 +209,13 @@ impl BackendDb {
         &self,
         team_ids: &[i64],
     ) -> Result<Vec<ProjectRecord>, BackendError> {
-        self.fetch_scoped(PROJECT_COLUMNS, "team_id", Scope::Ids(team_ids))
+        // Compared as read, so a team id stored as text cannot fail the query.
+        let d = self.dialect();
+        let team = match d {
+            Dialect::Sqlite => "team_id".to_string(),
+            Dialect::Postgres => d.integer("team_id"),
+        };
+        self.fetch_scoped(&d.projects(), &team, Scope::Ids(team_ids))
             .await
     }
 
@@ -144,59 +223,56 @@ impl BackendDb {
         &self,
         scope: Scope<'_>,
     ) -> Result<Vec<TaskRecord>, BackendError> {
-        self.fetch_scoped(
+        let sql = format!(
             "SELECT CAST(project_id AS BIGINT) AS project_id, CAST(status AS TEXT) AS status, \
-             CAST(estimated_hours AS DOUBLE PRECISION) AS estimated_hours, \
+             {} AS estimated_hours, \
              CAST(created_at AS TEXT) AS created_at, CAST(started_at AS TEXT) AS started_at, \
              CAST(completed_at AS TEXT) AS completed_at \
-             FROM tasks WHERE {filter}",
-            "project_id",
-            scope,
-        )
-        .await
+             FROM tasks WHERE {{filter}}",
+            self.dialect().number("estimated_hours")
+        );
+        self.fetch_scoped(&sql, "project_id", scope).await
     }
 
     pub(crate) async fn load_time_entries(
         &self,
         scope: Scope<'_>,
     ) -> Result<Vec<TimeEntryRecord>, BackendError> {
-        self.fetch_scoped(
+        let sql = format!(
             "SELECT CAST(t.project_id AS BIGINT) AS project_id, \
-             CAST(e.hours AS DOUBLE PRECISION) AS hours, CAST(e.logged_at AS TEXT) AS logged_at \
-             FROM time_entries e JOIN tasks t ON t.id = e.task_id WHERE {filter}",
-            "t.project_id",
-            scope,
-        )
-        .await
+             {} AS hours, CAST(e.logged_at AS TEXT) AS logged_at \
+             FROM time_entries e JOIN tasks t ON t.id = e.task_id WHERE {{filter}}",
+            self.dialect().number("e.hours")
+        );
+        self.fetch_scoped(&sql, "t.project_id", scope).await
     }
 
     pub(crate) async fn load_expenses(
         &self,
         scope: Scope<'_>,
     ) -> Result<Vec<ExpenseRecord>, BackendError> {
-        self.fetch_scoped(
+        let sql = format!(
             "SELECT CAST(project_id AS BIGINT) AS project_id, \
-             CAST(amount AS DOUBLE PRECISION) AS amount, CAST(incurred_at AS TEXT) AS incurred_at \
-             FROM expenses WHERE {filter}",
-            "project_id",
-            scope,
-        )
-        .await
+             {} AS amount, CAST(incurred_at AS TEXT) AS incurred_at \
+             FROM expenses WHERE {{filter}}",
+            self.dialect().number("amount")
+        );
+        self.fetch_scoped(&sql, "project_id", scope).await
     }
 
     pub(crate) async fn load_members(
         &self,
         scope: Scope<'_>,
     ) -> Result<Vec<MemberRecord>, BackendError> {
-        self.fetch_scoped(
+        let d = self.dialect();
+        let sql = format!(
             "SELECT CAST(pm.project_id AS BIGINT) AS project_id, \
-             CAST(pm.allocation AS DOUBLE PRECISION) AS allocation, \
-             CAST(m.experience_years AS DOUBLE PRECISION) AS experience_years, \
-             CAST(m.hourly_rate AS DOUBLE PRECISION) AS hourly_rate \
-             FROM project_members pm JOIN team_members m ON m.id = pm.member_id WHERE {filter}",
-            "pm.project_id",
-            scope,
-        )
-        .await
+             {} AS allocation, {} AS experience_years, {} AS hourly_rate \
+             FROM project_members pm JOIN team_members m ON m.id = pm.member_id WHERE {{filter}}",
+            d.number("pm.allocation"),
+            d.number("m.experience_years"),
+            d.number("m.hourly_rate"),
+        );
+        self.fetch_scoped(&sql, "pm.project_id", scope).await
     }
 }

@@ -146,7 +146,7 @@ pub struct DemoData {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct DemoSummary {
     pub projects: usize,
-    /// Not completed or cancelled, as `BackendDb::open_project_ids` counts them.
+    /// Open as `BackendDb::open_project_ids` counts them (`backend::is_open`).
     pub open: usize,
     pub completed: usize,
     pub cancelled: usize,
@@ -168,9 +168,19 @@ impl DemoData {
             .iter()
             .filter(|p| status(p) == "cancelled")
             .count();
+        let open = self
+            .projects
+            .iter()
+            .filter(|p| {
+                crate::backend::is_open(
+                    &crate::backend::normalize_status(Some(&p.status)),
+                    p.actual_end_date.is_some(),
+                )
+            })
+            .count();
         DemoSummary {
             projects: self.projects.len(),
-            open: self.projects.len() - completed - cancelled,
+            open,
             completed,
             cancelled,
             tasks: self.tasks.len(),

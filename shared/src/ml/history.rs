@@ -199,7 +199,7 @@ pub(crate) fn assemble(
         let hist = ProjectHist {
             id: r.id,
             team_id: r.team_id,
-            status: normalize(r.status.as_deref()).unwrap_or_default(),
+            status: crate::backend::normalize_status(r.status.as_deref()),
             priority: normalize(r.priority.as_deref()),
             complexity,
             process_count: count(r.process_count, 1e4),

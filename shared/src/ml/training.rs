@@ -172,7 +172,14 @@ fn risk_class(cancelled: bool, slip: f64, variance: f64) -> RiskClass {
 /// closed or its dates make it unusable (counted in `skips`). The one place
 /// targets are computed: training and realised performance both use it.
 pub(crate) fn closed_project(p: &ProjectHist, skips: &mut Skips) -> Option<ClosedProject> {
-    let closure = p.closure()?;
+    let Some(closure) = p.closure() else {
+        // Ended under a status that does not say how (`archived`): neither
+        // a completion nor a cancellation to learn from.
+        if !crate::backend::is_open(&p.status, p.actual_end.is_some()) {
+            skips.bump("ended_with_unknown_status");
+        }
+        return None;
+    };
     let (Some(start), Some(end)) = (p.start, p.actual_end) else {
         if p.start.is_none() {
             skips.bump("closed_without_start_date");

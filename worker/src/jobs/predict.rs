@@ -10,7 +10,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use rpa_ml_shared::jobs::{PredictJob, ProjectSelection};
-use rpa_ml_shared::ml::{FEATURE_SET_VERSION, extract_features};
+use rpa_ml_shared::ml::{FEATURE_SET_VERSION, Prediction, Target, extract_features};
 use rpa_ml_shared::store::{JobRow, PredictionRow};
 
 use crate::cancel;
@@ -82,28 +82,46 @@ async fn score(state: &WorkerState, job: &JobRow, p: &PredictJob) -> Result<Outc
                 model.predict_many(&rows_for)
             };
             for &pid in chunk {
-                let Some(&idx) = have.get(&pid) else {
-                    errors += 1;
-                    let error = if unknown.contains(&pid) {
-                        format!("unknown project {pid}")
-                    } else {
+                let answer = match have.get(&pid) {
+                    None if unknown.contains(&pid) => {
+                        Err(("unknown_project", format!("unknown project {pid}"), None))
+                    }
+                    None => Err((
+                        "no_usable_data",
                         format!(
                             "project {pid} has no usable data as of {}",
                             as_of.date_naive()
-                        )
-                    };
-                    entries.push(json!({"project_id": pid, "target": target, "error": error}));
-                    rows_out.push(PredictionRow {
-                        job_id: job.id.clone(),
-                        project_id: pid,
-                        target,
-                        model_version: None,
-                        value: None,
-                        class: None,
-                        output: None,
-                        error: Some(error),
-                    });
-                    continue;
+                        ),
+                        None,
+                    )),
+                    Some(&idx) => match unanswered(target, pid, &preds[idx]) {
+                        Some((code, error)) => Err((code, error, Some(loaded.version))),
+                        None => Ok(idx),
+                    },
+                };
+                let idx = match answer {
+                    Ok(idx) => idx,
+                    Err((code, error, version)) => {
+                        // Not predicted: counted among the errors, with a
+                        // code a client can act on.
+                        errors += 1;
+                        let mut entry = json!({"project_id": pid, "target": target, "error_code": code, "error": error});
+                        if let Some(v) = version {
+                            entry["model_version"] = json!(v);
+                        }
+                        entries.push(entry);
+                        rows_out.push(PredictionRow {
+                            job_id: job.id.clone(),
+                            project_id: pid,
+                            target,
+                            model_version: version,
+                            value: None,
+                            class: None,
+                            output: None,
+                            error: Some(error),
+                        });
+                        continue;
+                    }
                 };
                 let pred = &preds[idx];
                 predicted += 1;
@@ -169,4 +187,24 @@ async fn score(state: &WorkerState, job: &JobRow, p: &PredictJob) -> Result<Outc
         }),
         rows_out,
     ))
+}
+
+/// Why a model's answer holds nothing to report, if it does not: the error
+/// code and message of the project's entry.
+fn unanswered(target: Target, pid: i64, pred: &Prediction) -> Option<(&'static str, String)> {
+    if pred.value.is_some() || pred.class.is_some() {
+        return None;
+    }
+    Some(match target {
+        Target::BudgetVariance => (
+            "no_budget",
+            format!(
+                "project {pid} has no positive budget: budget variance is measured against one"
+            ),
+        ),
+        Target::CompletionTime | Target::Risk => (
+            "no_prediction",
+            format!("the {target} model gave no answer for project {pid}"),
+        ),
+    })
 }

@@ -5,6 +5,7 @@
 //! plain baselines), `experiment` (a manual run on a bigger backend). Here:
 //! the demo backends and options they share.
 
+mod backend_mess;
 mod baselines;
 mod experiment;
 mod features;
