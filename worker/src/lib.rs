@@ -6,7 +6,8 @@
 //! - `kernel`: one message → claim the row, run its handler, record the
 //!   outcome;
 //! - `jobs/`: one file per job kind (the handlers);
-//! - `models`: production models loaded once per process, and retention.
+//! - `models`: production models loaded once per process, and retention;
+//! - `queue_retention`: finished messages swept off the queue.
 
 pub mod cancel;
 pub mod jobs;
@@ -14,6 +15,7 @@ pub mod kernel;
 pub mod metrics_server;
 pub mod models;
 pub mod outcome;
+pub mod queue_retention;
 pub mod reconcile;
 pub mod runner;
 pub mod state;
