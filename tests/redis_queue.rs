@@ -1,5 +1,6 @@
 //! What rpa-ml leaves on Redis: the queue counts read every key whatever
-//! type apalis gave it, and finished jobs' messages do not pile up.
+//! type apalis gave it, and finished jobs' messages do not pile up (on the
+//! embedded queue either).
 
 mod common;
 
@@ -249,4 +250,46 @@ async fn keys_on_redis_after_many_jobs() {
         settled.elapsed().as_secs_f64()
     );
     assert!(keys.len() < 20, "{keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_queue_forgets_finished_messages_too() {
+    let mut env = TestEnv::new(Mode::Embedded).await;
+    env.extra.insert("REDIS_RETENTION_SECS".into(), "0".into());
+    env.spawn("api", &["api"], &[]);
+    env.spawn("worker", &["worker", "--queues", "predict"], &[]);
+    env.wait_ready().await;
+    run_jobs(&env, 5).await;
+
+    // apalis-sqlite's own table, in the queue file beside the store.
+    let queue = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        env.dir.join("ml-store-queue.sqlite").display()
+    ))
+    .await
+    .expect("queue file");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM Jobs")
+            .fetch_one(&queue)
+            .await
+            .expect("count");
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} finished messages stayed on the embedded queue\n{}",
+            env.dump_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The jobs table keeps them.
+    let probe = env.store().await;
+    assert_eq!(
+        probe
+            .count("SELECT COUNT(*) FROM jobs WHERE state = 'failed'")
+            .await,
+        5
+    );
 }
