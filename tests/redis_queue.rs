@@ -293,3 +293,53 @@ async fn the_embedded_queue_forgets_finished_messages_too() {
         5
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_maintenance_job_sweeps_the_queue_where_no_worker_does() {
+    let mut env = TestEnv::new(Mode::Scale).await;
+    env.extra.insert("REDIS_RETENTION_SECS".into(), "0".into());
+    env.spawn("api", &["api"], &[]);
+    // No sweep loop in this worker: only the maintenance job sweeps.
+    env.spawn(
+        "worker",
+        &[
+            "worker",
+            "--queues",
+            "predict,maintenance",
+            "--no-reconcile",
+        ],
+        &[],
+    );
+    env.wait_ready().await;
+    run_jobs(&env, 5).await;
+    let never = "0 0 0 1 1 * 2099";
+    env.spawn(
+        "scheduler",
+        &["scheduler"],
+        &[
+            ("MAINTENANCE_CRON", "*/2 * * * * *"),
+            ("RETRAIN_CRON", never),
+            ("DRIFT_CRON", never),
+        ],
+    );
+    let probe = env.store().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while probe
+        .count("SELECT COUNT(*) FROM jobs WHERE kind = 'maintenance' AND state = 'succeeded'")
+        .await
+        < 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no maintenance job succeeded\n{}",
+            env.dump_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let keys = redis_keys(&env);
+    assert!(
+        !keys.iter().any(|k| k.contains(":predict:meta:")),
+        "the five predictions' messages are gone: {keys:?}"
+    );
+    assert_eq!(payloads(&env), 0, "{keys:?}");
+}
