@@ -103,7 +103,8 @@ pub struct WorkerArgs {
     /// Concurrent prediction jobs (default MAX_WORKERS). Training runs one at a time.
     #[arg(long)]
     pub concurrency: Option<usize>,
-    /// Do not run the reconciler in this process (another process runs it).
+    /// Do not run the reconciler nor the queue retention sweep in this process
+    /// (another process runs them).
     #[arg(long)]
     pub no_reconcile: bool,
 }

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod ml;
 pub mod mlflow;
 pub mod queue;
+pub mod queue_retention;
 pub mod queue_stats;
 pub mod store;
 pub mod submit;

@@ -7,7 +7,8 @@
 //!   outcome;
 //! - `lease`: the per-job lease a running job's worker renews;
 //! - `jobs/`: one file per job kind (the handlers);
-//! - `models`: production models loaded once per process, and retention.
+//! - `models`: production models loaded once per process, and retention;
+//! - `queue_retention`: finished messages swept off the queue.
 
 pub mod cancel;
 pub mod jobs;
@@ -16,6 +17,7 @@ pub mod lease;
 pub mod metrics_server;
 pub mod models;
 pub mod outcome;
+pub mod queue_retention;
 pub mod reconcile;
 pub mod runner;
 pub mod state;

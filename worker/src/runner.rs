@@ -15,8 +15,8 @@ use rpa_ml_shared::queue::Queue;
 use rpa_ml_shared::store::WorkerRow;
 
 use crate::kernel::handle_message;
-use crate::reconcile;
 use crate::state::WorkerState;
+use crate::{queue_retention, reconcile};
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -24,7 +24,7 @@ pub struct WorkerOptions {
     /// Concurrent jobs on the predict queue. Training runs one job at a time
     /// per process; maintenance too.
     pub concurrency: usize,
-    /// Run the reconciler loop in this process.
+    /// Run the reconciler and the queue retention sweep in this process.
     pub reconcile: bool,
 }
 
@@ -75,6 +75,11 @@ pub async fn run(
         let state = state.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move { reconcile::run_loop(state, shutdown).await });
+    }
+    if opts.reconcile {
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { queue_retention::run_loop(state, shutdown).await });
     }
     for &queue in &opts.queues {
         let concurrency = match queue {

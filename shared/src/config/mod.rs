@@ -250,6 +250,7 @@ impl fmt::Debug for Config {
             .field("requeue_after", &self.requeue_after)
             .field("poll_interval", &self.poll_interval)
             .field("redis_response_timeout", &self.redis_response_timeout)
+            .field("redis_retention", &self.redis_retention)
             .field("queue_prefix", &self.queue_prefix)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_projects_per_request", &self.max_projects_per_request)

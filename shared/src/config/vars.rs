@@ -181,6 +181,10 @@ declare! {
             /// How long to wait for a Redis reply before giving up, in milliseconds (>= 1).
             REDIS_RESPONSE_TIMEOUT_MS = "5000", Millis { max: None }
                 => redis_response_timeout: std::time::Duration;
+            /// Seconds a finished job's message (payload, status, done entry) stays on the
+            /// queue after the job ends; workers sweep older ones away (0: at the next
+            /// sweep). The ML store keeps every job; the queue only carries work.
+            REDIS_RETENTION_SECS = "300", Secs { min: 0 } => redis_retention: std::time::Duration;
             /// How often an idle worker polls for new jobs, in milliseconds (1-60000).
             QUEUE_POLL_INTERVAL_MS = "200", Millis { max: Some(60_000) }
                 => poll_interval: std::time::Duration;

@@ -1,5 +1,5 @@
-//! The `maintenance` job: result retention, model retention and one
-//! reconciliation sweep. Each step is independent; one that fails is
+//! The `maintenance` job: result retention, model retention, one
+//! reconciliation sweep and one queue retention sweep. Each step is independent; one that fails is
 //! reported and the others still run, and the job fails (to be retried)
 //! only if a step could not reach the store.
 
@@ -73,9 +73,23 @@ pub async fn run(
         }
     };
 
-    tracing::info!(purged = %purged, models = ?models, reconciled = %reconciled, "maintenance pass done");
-    if errors.len() == 3 {
-        // Nothing worked: most likely the store is away; try again later.
+    // Nothing that needs the store worked: most likely it is away.
+    let store_away = errors.len() == 3;
+    let _ = state
+        .store
+        .set_progress(&job.id, &state.name, "queue retention", 0.9)
+        .await;
+    let queue_trimmed = match crate::queue_retention::sweep(state).await {
+        Ok(t) => json!(t),
+        Err(e) => {
+            errors.push(format!("queue retention: {e}"));
+            Value::Null
+        }
+    };
+
+    tracing::info!(purged = %purged, models = ?models, reconciled = %reconciled, queue_trimmed = %queue_trimmed, "maintenance pass done");
+    if store_away {
+        // Try again later.
         return Err(JobError::Transient(errors.join("; ")));
     }
     Ok(Outcome::Plain(json!({
@@ -89,6 +103,8 @@ pub async fn run(
         "models_removed": models,
         "model_retention": config.model_retention,
         "reconciled": reconciled,
+        "queue_retention_secs": config.redis_retention.as_secs(),
+        "queue_removed": queue_trimmed,
         "errors": errors,
     })))
 }

@@ -52,6 +52,7 @@ fn defaults_load_with_debug() {
     assert_eq!(c.requeue_after, Duration::from_secs(15));
     assert_eq!(c.poll_interval, Duration::from_millis(200));
     assert_eq!(c.redis_response_timeout, Duration::from_millis(5000));
+    assert_eq!(c.redis_retention, Duration::from_secs(300));
     assert_eq!(c.queue_prefix, "rpa-ml");
     assert_eq!(c.max_body_bytes, 1_048_576);
     assert_eq!(c.max_projects_per_request, 10_000);
