@@ -18,31 +18,31 @@ use rpa_ml_shared::config::KNOWN_VARS;
 use common::{Mode, TestEnv};
 use deployment::{CheckRun, Container, read};
 
-/// `NAME:` keys and `name: NAME` entries that look like environment variables.
-fn env_names(text: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for line in text.lines() {
-        let t = line.trim_start().trim_start_matches("- ");
-        if t.starts_with('#') {
-            continue;
-        }
-        let key = t.split(':').next().unwrap_or("").trim();
-        let candidate = if key == "env" || key.starts_with("env") {
-            // `env: [{name: X, value: ...}]`
-            t.split("name:")
-                .nth(1)
-                .and_then(|r| r.split([',', '}']).next())
-                .unwrap_or("")
-                .trim()
-        } else {
-            key
-        };
-        if candidate.len() > 2
-            && candidate
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-        {
-            out.insert(candidate.to_string());
+/// Keys of every ConfigMap and Secret under `k8s/`, and of every
+/// `configMapGenerator` / `secretGenerator` literal of a kustomization.
+fn k8s_config_keys() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (file, doc) in deployment::k8s_documents() {
+        match doc["kind"].as_str() {
+            Some("ConfigMap") | Some("Secret") => {
+                for field in ["data", "stringData"] {
+                    for (k, _) in doc[field].as_mapping().into_iter().flatten() {
+                        out.push((file.clone(), k.as_str().unwrap_or("").to_string()));
+                    }
+                }
+            }
+            Some("Kustomization") => {
+                for generator in ["configMapGenerator", "secretGenerator"] {
+                    for g in doc[generator].as_sequence().into_iter().flatten() {
+                        for lit in g["literals"].as_sequence().into_iter().flatten() {
+                            let lit = lit.as_str().unwrap_or("");
+                            let key = lit.split('=').next().unwrap_or(lit);
+                            out.push((file.clone(), key.to_string()));
+                        }
+                    }
+                }
+            }
+            _ => {}
         }
     }
     out
@@ -50,52 +50,82 @@ fn env_names(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn every_variable_the_deployment_files_set_is_read_by_the_binary() {
-    // Variables of the images beside ours, not of rpa-ml.
-    let foreign = |v: &str| v.starts_with("POSTGRES_") || v.starts_with("GF_");
-    for file in [
-        "compose/docker-compose.yml",
-        "k8s/configmap.yaml",
-        "k8s/secret.example.yaml",
-        "k8s/worker.yaml",
-    ] {
-        let names = env_names(&read(file));
-        assert!(!names.is_empty(), "{file}: no variables found");
-        for v in names {
-            assert!(
-                foreign(&v) || KNOWN_VARS.contains(&v.as_str()),
-                "{file} sets {v}, which rpa-ml does not read"
-            );
-        }
+    let image = deployment::dockerfile();
+    let mut set: Vec<(String, String)> = image
+        .env
+        .keys()
+        .map(|k| ("Dockerfile".to_string(), k.clone()))
+        .collect();
+    let mut containers = deployment::compose_containers(&image, "compose/docker-compose.yml");
+    containers.extend(deployment::k8s_containers(&image));
+    assert!(containers.len() >= 8, "{containers:#?}");
+    for c in &containers {
+        set.extend(c.env.keys().map(|k| (c.origin.clone(), k.clone())));
+    }
+    let config = k8s_config_keys();
+    assert!(config.len() >= 8, "{config:?}");
+    set.extend(config);
+    for (origin, var) in set {
+        assert!(
+            KNOWN_VARS.contains(&var.as_str()),
+            "{origin} sets {var}, which rpa-ml does not read"
+        );
     }
 }
 
+/// `rpa_ml_…` names in a text (a dashboard, alert rules, a scaler's query).
+fn series_named(text: &str) -> BTreeSet<String> {
+    text.match_indices("rpa_ml_")
+        .map(|(i, _)| {
+            text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
 #[test]
-fn every_series_the_dashboard_queries_is_exported() {
+fn every_series_the_dashboard_alerts_and_autoscaler_query_is_exported() {
     let names = rpa_ml_shared::metrics::family_names();
     let families: BTreeSet<&str> = names.iter().map(String::as_str).collect();
     assert!(families.len() >= 15, "{families:?}");
     let dashboard = read("compose/grafana/dashboards/rpa-ml.json");
     let parsed: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
     assert_eq!(parsed["uid"], "rpa-ml");
-    let mut queried = BTreeSet::new();
-    for (i, _) in dashboard.match_indices("rpa_ml_") {
-        let name: String = dashboard[i..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        queried.insert(name);
+    let mut sources = vec![
+        (
+            "compose/grafana/dashboards/rpa-ml.json".to_string(),
+            dashboard,
+        ),
+        ("compose/alerts.yml".to_string(), read("compose/alerts.yml")),
+    ];
+    // Queries of the autoscalers (KEDA triggers, HPA metrics) and any
+    // other series a manifest names.
+    for path in deployment::yaml_files(&deployment::root().join("k8s")) {
+        let rel = path
+            .strip_prefix(deployment::root())
+            .expect("under root")
+            .display()
+            .to_string();
+        sources.push((rel.clone(), read(&rel)));
     }
-    assert!(queried.len() >= 10, "{queried:?}");
-    for name in &queried {
-        let family = ["_total", "_bucket", "_count", "_sum"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s).filter(|f| families.contains(f)))
-            .unwrap_or(name.as_str());
-        assert!(
-            families.contains(family),
-            "the dashboard queries {name}, which is not exported; exported: {families:?}"
-        );
+    let mut total = 0;
+    for (file, text) in &sources {
+        let queried = series_named(text);
+        total += queried.len();
+        for name in &queried {
+            let family = ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| families.contains(f)))
+                .unwrap_or(name.as_str());
+            assert!(
+                families.contains(family),
+                "{file} queries {name}, which is not exported; exported: {families:?}"
+            );
+        }
     }
+    assert!(total >= 15, "{total} series named");
 }
 
 /// The image's working directory, where the files put the volumes.
@@ -382,4 +412,83 @@ async fn every_compose_health_check_and_command_runs() {
 async fn every_kubernetes_probe_and_command_runs() {
     let image = deployment::dockerfile();
     exercise("k8s/", deployment::k8s_containers(&image)).await;
+}
+
+#[test]
+fn compose_profiles_and_networks_keep_the_stores_inside() {
+    let doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read("compose/docker-compose.yml")).expect("YAML");
+    let services = doc["services"].as_mapping().expect("services");
+    let mut by_profile: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, svc) in services {
+        let name = name.as_str().expect("name").to_string();
+        let profiles: Vec<String> = svc["profiles"]
+            .as_sequence()
+            .map(|p| {
+                p.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_else(|| vec!["(default)".to_string()]);
+        for p in profiles {
+            by_profile.entry(p).or_default().insert(name.clone());
+        }
+        let networks: BTreeSet<&str> = svc["networks"]
+            .as_sequence()
+            .map(|n| n.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        // Ports are published on `edge` only; what holds or reads the
+        // stores stays on `internal`, which has no route out.
+        if !svc["ports"].is_null() {
+            assert!(
+                networks.contains("edge"),
+                "{name} publishes ports off the edge network"
+            );
+        }
+        if ["redis", "postgres", "worker", "scheduler", "migrate"].contains(&name.as_str()) {
+            assert_eq!(networks, BTreeSet::from(["internal"]), "{name}: networks");
+            assert!(svc["ports"].is_null(), "{name} publishes a port");
+        }
+    }
+    assert_eq!(
+        doc["networks"]["internal"]["internal"].as_bool(),
+        Some(true)
+    );
+    let set = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let expected = [
+        (
+            "(default)",
+            set(&[
+                "redis",
+                "postgres",
+                "demo-data",
+                "migrate",
+                "api",
+                "worker",
+                "scheduler",
+            ]),
+        ),
+        ("monitoring", set(&["prometheus", "grafana"])),
+        ("tracking", set(&["mlflow"])),
+        ("tls", set(&["caddy"])),
+        ("dev", set(&["dev"])),
+    ];
+    for (profile, names) in &expected {
+        assert_eq!(by_profile.get(*profile), Some(names), "profile {profile}");
+    }
+    assert_eq!(by_profile.len(), expected.len(), "{by_profile:?}");
+    // The files the add-ons mount are in the repository.
+    for (_, svc) in services {
+        for v in svc["volumes"].as_sequence().into_iter().flatten() {
+            let v = v.as_str().unwrap_or("");
+            if let Some(rel) = v.strip_prefix("./") {
+                let local = rel.split(':').next().unwrap_or(rel);
+                assert!(
+                    deployment::root().join("compose").join(local).exists(),
+                    "compose mounts ./{local}, which does not exist"
+                );
+            }
+        }
+    }
+    assert!(read("compose/prometheus.yml").contains("/etc/prometheus/alerts.yml"));
 }
