@@ -492,3 +492,50 @@ fn compose_profiles_and_networks_keep_the_stores_inside() {
     }
     assert!(read("compose/prometheus.yml").contains("/etc/prometheus/alerts.yml"));
 }
+
+/// The kubelet probes and Prometheus scrapes by the pod's address, which
+/// no ALLOWED_HOSTS entry names: the process routes answer any host, the
+/// others still check it.
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_pass_when_allowed_hosts_names_only_the_public_name() {
+    let mut te = TestEnv::new(Mode::Scale).await;
+    te.spawn("api", &["api"], &[("ALLOWED_HOSTS", "rpa-ml.example.com")]);
+    let base = te.base();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for path in ["/health", "/ready", "/metrics"] {
+        loop {
+            let out = Command::new(common::bin())
+                .args(["healthcheck", "--url", &format!("{base}{path}")])
+                .output()
+                .expect("healthcheck");
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path}: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                te.dump_logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let r = http
+        .get(format!("{base}/api/v1/models"))
+        .header("Authorization", format!("Bearer {}", common::KEY))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "host_not_allowed", "{body}");
+    let r = http
+        .get(format!("{base}/api/v1/models"))
+        .header("Host", "rpa-ml.example.com")
+        .header("Authorization", format!("Bearer {}", common::KEY))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200);
+}
