@@ -539,3 +539,80 @@ async fn probes_pass_when_allowed_hosts_names_only_the_public_name() {
         .expect("GET");
     assert_eq!(r.status(), 200);
 }
+
+/// Every pod of ours runs as non-root on a read-only root filesystem, and
+/// a predict worker gets the time to finish the jobs it holds: each is
+/// bounded by PREDICTION_TIMEOUT.
+#[test]
+fn kubernetes_pods_are_locked_down_and_drain_in_time() {
+    let docs = deployment::k8s_documents();
+    let config: BTreeMap<String, String> = docs
+        .iter()
+        .filter(|(f, d)| f.starts_with("k8s/base/") && d["kind"].as_str() == Some("ConfigMap"))
+        .flat_map(|(_, d)| {
+            d["data"]
+                .as_mapping()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().unwrap_or("").to_string(),
+                        v.as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let prediction_timeout: u64 = config
+        .get("PREDICTION_TIMEOUT")
+        .map_or(30, |v| v.parse().expect("PREDICTION_TIMEOUT"));
+    let mut pods = 0;
+    for (file, doc) in &docs {
+        if doc["kind"].as_str() != Some("Deployment") || !file.starts_with("k8s/base/") {
+            continue;
+        }
+        let name = doc["metadata"]["name"].as_str().unwrap_or("?");
+        let pod = &doc["spec"]["template"]["spec"];
+        pods += 1;
+        assert_eq!(
+            pod["securityContext"]["runAsNonRoot"].as_bool(),
+            Some(true),
+            "{name}"
+        );
+        for list in ["initContainers", "containers"] {
+            for c in pod[list].as_sequence().into_iter().flatten() {
+                let sc = &c["securityContext"];
+                let cname = c["name"].as_str().unwrap_or("?");
+                assert_eq!(
+                    sc["readOnlyRootFilesystem"].as_bool(),
+                    Some(true),
+                    "{name}/{cname}"
+                );
+                assert_eq!(
+                    sc["allowPrivilegeEscalation"].as_bool(),
+                    Some(false),
+                    "{name}/{cname}"
+                );
+            }
+        }
+        if name == "rpa-ml-worker-predict" {
+            let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap_or(30);
+            assert!(
+                grace >= 2 * prediction_timeout,
+                "{name}: {grace} s of grace, but a held prediction job may run PREDICTION_TIMEOUT = {prediction_timeout} s"
+            );
+        }
+        if name == "rpa-ml-api" {
+            let c = &pod["containers"][0];
+            assert_eq!(
+                c["readinessProbe"]["httpGet"]["path"].as_str(),
+                Some("/ready")
+            );
+            assert_eq!(
+                c["livenessProbe"]["httpGet"]["path"].as_str(),
+                Some("/health")
+            );
+        }
+    }
+    assert_eq!(pods, 4, "api, two kinds of worker, scheduler");
+}
