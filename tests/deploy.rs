@@ -18,31 +18,31 @@ use rpa_ml_shared::config::KNOWN_VARS;
 use common::{Mode, TestEnv};
 use deployment::{CheckRun, Container, read};
 
-/// `NAME:` keys and `name: NAME` entries that look like environment variables.
-fn env_names(text: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for line in text.lines() {
-        let t = line.trim_start().trim_start_matches("- ");
-        if t.starts_with('#') {
-            continue;
-        }
-        let key = t.split(':').next().unwrap_or("").trim();
-        let candidate = if key == "env" || key.starts_with("env") {
-            // `env: [{name: X, value: ...}]`
-            t.split("name:")
-                .nth(1)
-                .and_then(|r| r.split([',', '}']).next())
-                .unwrap_or("")
-                .trim()
-        } else {
-            key
-        };
-        if candidate.len() > 2
-            && candidate
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-        {
-            out.insert(candidate.to_string());
+/// Keys of every ConfigMap and Secret under `k8s/`, and of every
+/// `configMapGenerator` / `secretGenerator` literal of a kustomization.
+fn k8s_config_keys() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (file, doc) in deployment::k8s_documents() {
+        match doc["kind"].as_str() {
+            Some("ConfigMap") | Some("Secret") => {
+                for field in ["data", "stringData"] {
+                    for (k, _) in doc[field].as_mapping().into_iter().flatten() {
+                        out.push((file.clone(), k.as_str().unwrap_or("").to_string()));
+                    }
+                }
+            }
+            Some("Kustomization") => {
+                for generator in ["configMapGenerator", "secretGenerator"] {
+                    for g in doc[generator].as_sequence().into_iter().flatten() {
+                        for lit in g["literals"].as_sequence().into_iter().flatten() {
+                            let lit = lit.as_str().unwrap_or("");
+                            let key = lit.split('=').next().unwrap_or(lit);
+                            out.push((file.clone(), key.to_string()));
+                        }
+                    }
+                }
+            }
+            _ => {}
         }
     }
     out
@@ -50,52 +50,82 @@ fn env_names(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn every_variable_the_deployment_files_set_is_read_by_the_binary() {
-    // Variables of the images beside ours, not of rpa-ml.
-    let foreign = |v: &str| v.starts_with("POSTGRES_") || v.starts_with("GF_");
-    for file in [
-        "compose/docker-compose.yml",
-        "k8s/configmap.yaml",
-        "k8s/secret.example.yaml",
-        "k8s/worker.yaml",
-    ] {
-        let names = env_names(&read(file));
-        assert!(!names.is_empty(), "{file}: no variables found");
-        for v in names {
-            assert!(
-                foreign(&v) || KNOWN_VARS.contains(&v.as_str()),
-                "{file} sets {v}, which rpa-ml does not read"
-            );
-        }
+    let image = deployment::dockerfile();
+    let mut set: Vec<(String, String)> = image
+        .env
+        .keys()
+        .map(|k| ("Dockerfile".to_string(), k.clone()))
+        .collect();
+    let mut containers = deployment::compose_containers(&image, "compose/docker-compose.yml");
+    containers.extend(deployment::k8s_containers(&image));
+    assert!(containers.len() >= 8, "{containers:#?}");
+    for c in &containers {
+        set.extend(c.env.keys().map(|k| (c.origin.clone(), k.clone())));
+    }
+    let config = k8s_config_keys();
+    assert!(config.len() >= 8, "{config:?}");
+    set.extend(config);
+    for (origin, var) in set {
+        assert!(
+            KNOWN_VARS.contains(&var.as_str()),
+            "{origin} sets {var}, which rpa-ml does not read"
+        );
     }
 }
 
+/// `rpa_ml_…` names in a text (a dashboard, alert rules, a scaler's query).
+fn series_named(text: &str) -> BTreeSet<String> {
+    text.match_indices("rpa_ml_")
+        .map(|(i, _)| {
+            text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
 #[test]
-fn every_series_the_dashboard_queries_is_exported() {
+fn every_series_the_dashboard_alerts_and_autoscaler_query_is_exported() {
     let names = rpa_ml_shared::metrics::family_names();
     let families: BTreeSet<&str> = names.iter().map(String::as_str).collect();
     assert!(families.len() >= 15, "{families:?}");
     let dashboard = read("compose/grafana/dashboards/rpa-ml.json");
     let parsed: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
     assert_eq!(parsed["uid"], "rpa-ml");
-    let mut queried = BTreeSet::new();
-    for (i, _) in dashboard.match_indices("rpa_ml_") {
-        let name: String = dashboard[i..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        queried.insert(name);
+    let mut sources = vec![
+        (
+            "compose/grafana/dashboards/rpa-ml.json".to_string(),
+            dashboard,
+        ),
+        ("compose/alerts.yml".to_string(), read("compose/alerts.yml")),
+    ];
+    // Queries of the autoscalers (KEDA triggers, HPA metrics) and any
+    // other series a manifest names.
+    for path in deployment::yaml_files(&deployment::root().join("k8s")) {
+        let rel = path
+            .strip_prefix(deployment::root())
+            .expect("under root")
+            .display()
+            .to_string();
+        sources.push((rel.clone(), read(&rel)));
     }
-    assert!(queried.len() >= 10, "{queried:?}");
-    for name in &queried {
-        let family = ["_total", "_bucket", "_count", "_sum"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s).filter(|f| families.contains(f)))
-            .unwrap_or(name.as_str());
-        assert!(
-            families.contains(family),
-            "the dashboard queries {name}, which is not exported; exported: {families:?}"
-        );
+    let mut total = 0;
+    for (file, text) in &sources {
+        let queried = series_named(text);
+        total += queried.len();
+        for name in &queried {
+            let family = ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| families.contains(f)))
+                .unwrap_or(name.as_str());
+            assert!(
+                families.contains(family),
+                "{file} queries {name}, which is not exported; exported: {families:?}"
+            );
+        }
     }
+    assert!(total >= 15, "{total} series named");
 }
 
 /// The image's working directory, where the files put the volumes.
@@ -382,4 +412,207 @@ async fn every_compose_health_check_and_command_runs() {
 async fn every_kubernetes_probe_and_command_runs() {
     let image = deployment::dockerfile();
     exercise("k8s/", deployment::k8s_containers(&image)).await;
+}
+
+#[test]
+fn compose_profiles_and_networks_keep_the_stores_inside() {
+    let doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read("compose/docker-compose.yml")).expect("YAML");
+    let services = doc["services"].as_mapping().expect("services");
+    let mut by_profile: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, svc) in services {
+        let name = name.as_str().expect("name").to_string();
+        let profiles: Vec<String> = svc["profiles"]
+            .as_sequence()
+            .map(|p| {
+                p.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_else(|| vec!["(default)".to_string()]);
+        for p in profiles {
+            by_profile.entry(p).or_default().insert(name.clone());
+        }
+        let networks: BTreeSet<&str> = svc["networks"]
+            .as_sequence()
+            .map(|n| n.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        // Ports are published on `edge` only; what holds or reads the
+        // stores stays on `internal`, which has no route out.
+        if !svc["ports"].is_null() {
+            assert!(
+                networks.contains("edge"),
+                "{name} publishes ports off the edge network"
+            );
+        }
+        if ["redis", "postgres", "worker", "scheduler", "migrate"].contains(&name.as_str()) {
+            assert_eq!(networks, BTreeSet::from(["internal"]), "{name}: networks");
+            assert!(svc["ports"].is_null(), "{name} publishes a port");
+        }
+    }
+    assert_eq!(
+        doc["networks"]["internal"]["internal"].as_bool(),
+        Some(true)
+    );
+    let set = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let expected = [
+        (
+            "(default)",
+            set(&[
+                "redis",
+                "postgres",
+                "demo-data",
+                "migrate",
+                "api",
+                "worker",
+                "scheduler",
+            ]),
+        ),
+        ("monitoring", set(&["prometheus", "grafana"])),
+        ("tracking", set(&["mlflow"])),
+        ("tls", set(&["caddy"])),
+        ("dev", set(&["dev"])),
+    ];
+    for (profile, names) in &expected {
+        assert_eq!(by_profile.get(*profile), Some(names), "profile {profile}");
+    }
+    assert_eq!(by_profile.len(), expected.len(), "{by_profile:?}");
+    // The files the add-ons mount are in the repository.
+    for (_, svc) in services {
+        for v in svc["volumes"].as_sequence().into_iter().flatten() {
+            let v = v.as_str().unwrap_or("");
+            if let Some(rel) = v.strip_prefix("./") {
+                let local = rel.split(':').next().unwrap_or(rel);
+                assert!(
+                    deployment::root().join("compose").join(local).exists(),
+                    "compose mounts ./{local}, which does not exist"
+                );
+            }
+        }
+    }
+    assert!(read("compose/prometheus.yml").contains("/etc/prometheus/alerts.yml"));
+}
+
+/// The kubelet probes and Prometheus scrapes by the pod's address, which
+/// no ALLOWED_HOSTS entry names: the process routes answer any host, the
+/// others still check it.
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_pass_when_allowed_hosts_names_only_the_public_name() {
+    let mut te = TestEnv::new(Mode::Scale).await;
+    te.spawn("api", &["api"], &[("ALLOWED_HOSTS", "rpa-ml.example.com")]);
+    let base = te.base();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for path in ["/health", "/ready", "/metrics"] {
+        loop {
+            let out = Command::new(common::bin())
+                .args(["healthcheck", "--url", &format!("{base}{path}")])
+                .output()
+                .expect("healthcheck");
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path}: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                te.dump_logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let r = http
+        .get(format!("{base}/api/v1/models"))
+        .header("Authorization", format!("Bearer {}", common::KEY))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "host_not_allowed", "{body}");
+    let r = http
+        .get(format!("{base}/api/v1/models"))
+        .header("Host", "rpa-ml.example.com")
+        .header("Authorization", format!("Bearer {}", common::KEY))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200);
+}
+
+/// Every pod of ours runs as non-root on a read-only root filesystem, and
+/// a predict worker gets the time to finish the jobs it holds: each is
+/// bounded by PREDICTION_TIMEOUT.
+#[test]
+fn kubernetes_pods_are_locked_down_and_drain_in_time() {
+    let docs = deployment::k8s_documents();
+    let config: BTreeMap<String, String> = docs
+        .iter()
+        .filter(|(f, d)| f.starts_with("k8s/base/") && d["kind"].as_str() == Some("ConfigMap"))
+        .flat_map(|(_, d)| {
+            d["data"]
+                .as_mapping()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().unwrap_or("").to_string(),
+                        v.as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let prediction_timeout: u64 = config
+        .get("PREDICTION_TIMEOUT")
+        .map_or(30, |v| v.parse().expect("PREDICTION_TIMEOUT"));
+    let mut pods = 0;
+    for (file, doc) in &docs {
+        if doc["kind"].as_str() != Some("Deployment") || !file.starts_with("k8s/base/") {
+            continue;
+        }
+        let name = doc["metadata"]["name"].as_str().unwrap_or("?");
+        let pod = &doc["spec"]["template"]["spec"];
+        pods += 1;
+        assert_eq!(
+            pod["securityContext"]["runAsNonRoot"].as_bool(),
+            Some(true),
+            "{name}"
+        );
+        for list in ["initContainers", "containers"] {
+            for c in pod[list].as_sequence().into_iter().flatten() {
+                let sc = &c["securityContext"];
+                let cname = c["name"].as_str().unwrap_or("?");
+                assert_eq!(
+                    sc["readOnlyRootFilesystem"].as_bool(),
+                    Some(true),
+                    "{name}/{cname}"
+                );
+                assert_eq!(
+                    sc["allowPrivilegeEscalation"].as_bool(),
+                    Some(false),
+                    "{name}/{cname}"
+                );
+            }
+        }
+        if name == "rpa-ml-worker-predict" {
+            let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap_or(30);
+            assert!(
+                grace >= 2 * prediction_timeout,
+                "{name}: {grace} s of grace, but a held prediction job may run PREDICTION_TIMEOUT = {prediction_timeout} s"
+            );
+        }
+        if name == "rpa-ml-api" {
+            let c = &pod["containers"][0];
+            assert_eq!(
+                c["readinessProbe"]["httpGet"]["path"].as_str(),
+                Some("/ready")
+            );
+            assert_eq!(
+                c["livenessProbe"]["httpGet"]["path"].as_str(),
+                Some("/health")
+            );
+        }
+    }
+    assert_eq!(pods, 4, "api, two kinds of worker, scheduler");
 }

@@ -128,6 +128,7 @@ declare! {
             /// Host headers to accept: "*" for any, or a comma-separated list of hostnames,
             /// each with an optional :port (without one, any port); *.example.com matches
             /// subdomains of example.com. IPv6 literals in brackets, like [::1]:8001.
+            /// /health, /ready and /metrics answer any host (probes call them by address).
             ALLOWED_HOSTS = "*", AllowedHosts => allowed_hosts: Vec<String>,
                 "Stored lower-cased, or as exactly `[\"*\"]` for any host; use [`Config::host_allowed`].";
         }
