@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{Mode, TestEnv};
 use rpa_ml_shared::jobs::{DriftJob, JobKind, JobPayload};
-use rpa_ml_shared::store::{Claim, JobOutcome, NewJob, Store};
+use rpa_ml_shared::store::{Claim, Holder, JobOutcome, NewJob, Store};
 use serde_json::json;
 
 fn drift_job() -> NewJob {
@@ -38,13 +38,22 @@ async fn finish_drift_jobs(store: Store, stop: Arc<AtomicBool>) -> usize {
             .await
             .expect("active");
         for job in active {
-            if let Ok(Claim::Claimed(_)) = store.claim_job(&job.id, "w").await {
+            if let Ok(Claim::Claimed(row)) =
+                store.claim_job(&job.id, "w", Duration::from_secs(60)).await
+            {
                 let done = JobOutcome::Succeeded {
                     result: &result,
                     predictions: &[],
                 };
                 if store
-                    .set_outcome(&job.id, "w", done)
+                    .set_outcome(
+                        &job.id,
+                        Holder {
+                            worker: "w",
+                            attempt: row.attempts,
+                        },
+                        done,
+                    )
                     .await
                     .expect("outcome")
                 {

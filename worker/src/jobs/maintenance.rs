@@ -77,7 +77,7 @@ pub async fn run(
     let store_away = errors.len() == 3;
     let _ = state
         .store
-        .set_progress(&job.id, &state.name, "queue retention", 0.9)
+        .set_progress(&job.id, state.holder(job), "queue retention", 0.9)
         .await;
     let queue_trimmed = match crate::queue_retention::sweep(state).await {
         Ok(t) => json!(t),
