@@ -206,11 +206,17 @@ async fn a_store_outage_strands_no_job_and_runs_none_twice() {
     pg.down();
     tokio::time::sleep(Duration::from_secs(7)).await;
     pg.up();
+    let back = Instant::now();
 
     for id in &jobs {
         let job = c.wait_job(id, 60).await;
         assert_eq!(job["status"], "succeeded", "{job}\n{}", env.dump_logs());
     }
+    println!(
+        "{} jobs drained {:.1} s after the store came back",
+        jobs.len(),
+        back.elapsed().as_secs_f64()
+    );
     for id in &held {
         let (_, job) = c.get(&format!("/api/v1/jobs/{id}")).await;
         assert_eq!(
@@ -275,10 +281,15 @@ async fn a_live_worker_that_stops_confirming_its_job_loses_it() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let claimed = Instant::now();
     // B reconciles, and runs what it is given.
     let b = env.spawn("worker-b", &["worker", "--queues", "predict"], &[]);
     let job = c.wait_job(&id, 60).await;
     assert_eq!(job["status"], "succeeded", "{job}\n{}", env.dump_logs());
+    println!(
+        "job taken back and run again {:.1} s after its unconfirmed claim (lease 3 s)",
+        claimed.elapsed().as_secs_f64()
+    );
     assert_eq!(job["attempts"], 2, "{job}");
     assert!(
         env.wait_exit(a, Duration::from_millis(100)).is_none(),
