@@ -191,6 +191,24 @@ async fn bodies_are_taken_as_the_document_describes_them() {
         .post("/api/v1/models/retrain", json!({"targets": null}))
         .await;
     assert_error(s, &body, 400, "validation_error", "targets");
+    // Bodies are objects: serde would fill a struct from an array.
+    let http = reqwest::Client::new();
+    for (path, raw) in [
+        ("/api/v1/models/retrain", "[]"),
+        ("/api/v1/predict", r#"[["risk"], [1]]"#),
+    ] {
+        let r = http
+            .post(format!("{}{path}", env.base()))
+            .bearer_auth(KEY)
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+            .await
+            .expect("request");
+        let s = r.status().as_u16();
+        let body: Value = r.json().await.expect("json");
+        assert_error(s, &body, 400, "validation_error", "JSON object");
+    }
     // A date-time before 1970 is a valid `since`: it filters nothing.
     let (s, body) = c
         .get("/api/v1/jobs?since=1960-01-01T00:00:00Z&state=queued,running")

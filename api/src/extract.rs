@@ -1,11 +1,12 @@
 //! A JSON body extractor whose rejections are [`ApiError`]s, so a malformed
 //! or oversized body gets the same error shape as everything else. It does
-//! not insist on a Content-Type: a body that parses as JSON is accepted.
+//! not insist on a Content-Type: a body that parses as a JSON object is
+//! accepted.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::error::{ApiError, ErrorCode};
 
@@ -47,6 +48,14 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde fills a struct from an array as well (`[]` for `{}`); every
+    // body here is an object, as the document says.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') && serde_json::from_slice::<IgnoredAny>(bytes).is_ok() {
+        return Err(ApiError::validation(
+            "invalid request body: expected a JSON object",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
