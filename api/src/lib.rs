@@ -5,11 +5,13 @@
 //! - `app`: the router and its layers (`middleware`), the server loop;
 //! - `routes/`: one file per resource; `openapi`: the document;
 //! - `error`: the table of error codes; `extract`: the JSON body;
+//! - `idempotency`: `Idempotency-Key` on the POSTs that create a job;
 //! - `views`: how rows look in responses.
 
 pub mod app;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod known_projects;
 pub mod middleware;
 pub mod openapi;

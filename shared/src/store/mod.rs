@@ -87,6 +87,7 @@ macro_rules! fetch {
 }
 
 mod drift;
+mod idempotency;
 mod jobs;
 mod maintenance;
 mod models;
@@ -95,6 +96,7 @@ mod reconcile;
 mod workers;
 
 pub use drift::{DriftReportRow, PredictionCount, StoredPrediction};
+pub use idempotency::{IdempotencyKey, KeyedJob};
 pub use jobs::{Claim, InsertOutcome, JobOutcome, JobRow, NewJob, PredictionRow};
 pub use maintenance::{Purged, RetentionCutoffs};
 pub use models::{ModelDocument, ModelRow, ModelStage, NewModel};
