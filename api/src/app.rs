@@ -16,8 +16,10 @@ use crate::state::AppState;
 
 /// Builds the application router with every layer applied.
 pub fn router(state: AppState) -> Router {
-    let protected =
-        routes::protected().route_layer(from_fn_with_state(state.clone(), middleware::require_key));
+    // Layers run from the last added: the key first, then idempotency.
+    let protected = routes::protected()
+        .route_layer(from_fn_with_state(state.clone(), crate::idempotency::layer))
+        .route_layer(from_fn_with_state(state.clone(), middleware::require_key));
     Router::new()
         .merge(routes::public())
         .merge(protected)

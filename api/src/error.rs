@@ -51,6 +51,7 @@ error_codes! {
     ValidationError => ("validation_error", BAD_REQUEST, "a field or query parameter is missing or invalid (its path in the message)"),
     UnknownTarget => ("unknown_target", BAD_REQUEST, "a target other than completion_time, budget_variance or risk"),
     HostNotAllowed => ("host_not_allowed", BAD_REQUEST, "the Host header is not in ALLOWED_HOSTS"),
+    InvalidIdempotencyKey => ("invalid_idempotency_key", BAD_REQUEST, "the Idempotency-Key header is empty, sent twice, longer than 255 characters or not printable ASCII"),
     Unauthorized => ("unauthorized", UNAUTHORIZED, "missing or wrong API key"),
     NotFound => ("not_found", NOT_FOUND, "no such route, job, target or model version"),
     ProjectNotFound => ("project_not_found", NOT_FOUND, "none of the requested projects exist; nothing was queued"),
@@ -63,6 +64,7 @@ error_codes! {
     NothingToRollBackTo => ("nothing_to_roll_back_to", CONFLICT, "no earlier production version to go back to"),
     PayloadTooLarge => ("payload_too_large", PAYLOAD_TOO_LARGE, "the body is larger than MAX_BODY_BYTES"),
     BatchTooLarge => ("batch_too_large", PAYLOAD_TOO_LARGE, "more project ids than MAX_PROJECTS_PER_REQUEST"),
+    IdempotencyKeyReused => ("idempotency_key_reused", UNPROCESSABLE_ENTITY, "the Idempotency-Key was used within IDEMPOTENCY_RETENTION_HOURS for another request (method, path or body)"),
     InternalError => ("internal_error", INTERNAL_SERVER_ERROR, "a bug; it has been logged"),
     DependencyUnavailable => ("dependency_unavailable", SERVICE_UNAVAILABLE, "the ML store, the queue or the backend database does not answer; try again shortly"),
 }

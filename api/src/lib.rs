@@ -6,11 +6,13 @@
 //! - `routes/`: one file per resource; `openapi`: the document;
 //! - `error`: the table of error codes; `extract`: the JSON body;
 //!   `input`: the field rules bodies share with the document;
+//! - `idempotency`: `Idempotency-Key` on the POSTs that create a job;
 //! - `views`: how rows look in responses.
 
 pub mod app;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod input;
 pub mod known_projects;
 pub mod middleware;

@@ -179,8 +179,48 @@ pub fn document(max_ids: usize) -> Value {
             paths.extend(ops);
         }
         add_common_responses(paths);
+        document_idempotency(paths);
     }
     doc
+}
+
+/// Adds the `Idempotency-Key` header and the answers it brings to every
+/// POST that creates a job (`routes::job_creating`).
+fn document_idempotency(paths: &mut Map<String, Value>) {
+    let header = json!({
+        "name": "Idempotency-Key", "in": "header", "required": false,
+        "schema": {"type": "string", "minLength": 1, "maxLength": crate::idempotency::MAX_KEY_LEN, "pattern": "^[ -~]+$"},
+        "description": "Makes a retry safe: the same key with the same method, path and body within IDEMPOTENCY_RETENTION_HOURS (default 24) answers the job the first request created (200, `Idempotent-Replayed: true`) instead of creating another; the same key with another request is refused (422 idempotency_key_reused)."
+    });
+    let replayed = json!({
+        "description": "Replayed: this Idempotency-Key came with the same request before; the job it created (or, without a key, an identical active job)",
+        "headers": {
+            "Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}, "description": "present when the answer is a replay"},
+            "Location": {"schema": {"type": "string"}, "description": "status URL"}
+        },
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}
+    });
+    for path in crate::routes::job_creating() {
+        let Some(op) = paths.get_mut(&path).and_then(|p| p.get_mut("post")) else {
+            continue;
+        };
+        match op.get_mut("parameters").and_then(Value::as_array_mut) {
+            Some(params) => params.push(header.clone()),
+            None => op["parameters"] = json!([header.clone()]),
+        }
+        let responses = &mut op["responses"];
+        responses["200"] = replayed.clone();
+        let bad = responses
+            .get("400")
+            .and_then(|r| r["description"].as_str())
+            .map_or_else(String::new, |d| format!("{d}; "));
+        responses["400"] = error_response(&format!(
+            "{bad}invalid Idempotency-Key (empty, sent twice, over 255 characters, not printable ASCII)"
+        ));
+        responses["422"] = error_response(
+            "The Idempotency-Key was used within IDEMPOTENCY_RETENTION_HOURS for another request (method, path or body)",
+        );
+    }
 }
 
 /// Every error code with its status and meaning (`error.rs`'s table).

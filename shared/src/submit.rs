@@ -3,7 +3,7 @@
 
 use crate::jobs::{JobMessage, JobPayload};
 use crate::queue::Queue;
-use crate::store::{InsertOutcome, JobRow, NewJob, Store, StoreError};
+use crate::store::{IdempotencyKey, InsertOutcome, JobRow, KeyedJob, NewJob, Store, StoreError};
 
 #[derive(Debug)]
 pub struct Submitted {
@@ -24,7 +24,6 @@ pub async fn submit(
     max_attempts: i32,
     request_id: Option<String>,
 ) -> Result<Submitted, StoreError> {
-    let kind = payload.kind();
     // The row names the task id before the push, saving a second write on
     // the common path; a failed push is recorded on the row instead.
     let task_id = crate::queue::new_task_id();
@@ -37,6 +36,41 @@ pub async fn submit(
             request_id,
         })
         .await?;
+    Ok(push_new(store, queue, outcome, &task_id).await)
+}
+
+/// Like [`submit`], with the row written under an idempotency key in the
+/// same transaction; pushes only a job this call created. `Err` (inside)
+/// when the key was taken: what it answers.
+pub async fn submit_keyed(
+    store: &Store,
+    queue: &Queue,
+    payload: JobPayload,
+    max_attempts: i32,
+    request_id: Option<String>,
+    key: &IdempotencyKey<'_>,
+) -> Result<Result<Submitted, KeyedJob>, StoreError> {
+    let task_id = crate::queue::new_task_id();
+    let new = NewJob {
+        id: ulid::Ulid::new().to_string(),
+        queue_task_id: task_id.clone(),
+        payload,
+        max_attempts,
+        request_id,
+    };
+    Ok(match store.insert_job_keyed(new, key).await? {
+        Ok(outcome) => Ok(push_new(store, queue, outcome, &task_id).await),
+        Err(found) => Err(found),
+    })
+}
+
+/// Pushes the message of a job just created (not of an active duplicate).
+async fn push_new(
+    store: &Store,
+    queue: &Queue,
+    outcome: InsertOutcome,
+    task_id: &str,
+) -> Submitted {
     let (job, created) = match outcome {
         InsertOutcome::Created(j) => (j, true),
         InsertOutcome::Existing(j) => (j, false),
@@ -45,10 +79,10 @@ pub async fn submit(
     if created {
         let msg = JobMessage {
             job_id: job.id.clone(),
-            kind,
+            kind: job.kind,
             request_id: job.request_id.clone(),
         };
-        match queue.push_as(kind.queue(), &msg, None, &task_id).await {
+        match queue.push_as(job.kind.queue(), &msg, None, task_id).await {
             Ok(()) => {}
             Err(e) => {
                 tracing::warn!(job.id = %job.id, error = %e, "push failed; the reconciler will push it");
@@ -57,11 +91,11 @@ pub async fn submit(
             }
         }
     }
-    Ok(Submitted {
+    Submitted {
         job,
         created,
         queue_error,
-    })
+    }
 }
 
 /// Batches concurrent submissions: while one batch is being written, new
@@ -144,6 +178,26 @@ impl Submitter {
         }
         rx.await
             .map_err(|_| StoreError::Query("job writer stopped before answering".into()))?
+    }
+
+    /// A submission with an `Idempotency-Key`: written alone, with its key
+    /// ([`submit_keyed`]).
+    pub async fn submit_keyed(
+        &self,
+        payload: JobPayload,
+        max_attempts: i32,
+        request_id: Option<String>,
+        key: &IdempotencyKey<'_>,
+    ) -> Result<Result<Submitted, KeyedJob>, StoreError> {
+        submit_keyed(
+            &self.store,
+            &self.queue,
+            payload,
+            max_attempts,
+            request_id,
+            key,
+        )
+        .await
     }
 }
 

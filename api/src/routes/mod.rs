@@ -32,6 +32,22 @@ pub fn protected() -> Router<AppState> {
         .merge(monitoring::protected())
 }
 
+/// The POSTs that create a job: they take an `Idempotency-Key`
+/// (`crate::idempotency`).
+pub fn job_creating() -> Vec<String> {
+    let mut out: Vec<String> = [
+        "/api/v1/predict",
+        "/api/v1/models/retrain",
+        "/api/v1/monitoring/drift",
+    ]
+    .map(String::from)
+    .to_vec();
+    for t in Target::ALL {
+        out.push(format!("/api/v1/predict/{}", t.route_slug()));
+    }
+    out
+}
+
 /// Every (method, path) served.
 pub fn served() -> Vec<(&'static str, String)> {
     let fixed = [
@@ -89,5 +105,16 @@ mod tests {
             .collect();
         served.sort();
         assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn job_creating_routes_are_served_posts() {
+        let served = super::served();
+        for path in super::job_creating() {
+            assert!(
+                served.iter().any(|(m, p)| *m == "post" && *p == path),
+                "{path} is not a served POST"
+            );
+        }
     }
 }

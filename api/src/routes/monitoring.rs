@@ -6,7 +6,6 @@ use std::str::FromStr;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
@@ -16,6 +15,7 @@ use rpa_ml_shared::jobs::{DriftJob, JobPayload};
 use rpa_ml_shared::ml::Target;
 
 use crate::error::ApiError;
+use crate::idempotency::JobRequest;
 use crate::state::AppState;
 
 /// Most reports per target one request may ask for.
@@ -89,12 +89,12 @@ async fn drift_reports(
 /// Runs a drift check now (deduplicated with one already waiting).
 async fn run_drift(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    request: JobRequest,
 ) -> Result<Response, ApiError> {
     let payload = JobPayload::Drift(DriftJob {
         reason: "api".into(),
     });
-    crate::routes::predict::enqueue(&state, &headers, payload).await
+    crate::routes::predict::enqueue(&state, &request, payload).await
 }
 
 /// Each production model's hold-out metrics beside its realised metrics

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
@@ -16,11 +16,12 @@ use serde_json::json;
 
 use rpa_ml_shared::jobs::{JobKind, JobPayload, PredictJob, ProjectSelection, RetrainJob};
 use rpa_ml_shared::ml::Target;
+use rpa_ml_shared::store::JobRow;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{JsonBody, JsonBodyOrDefault};
+use crate::idempotency::{self, JobRequest};
 use crate::input::{present, whole_ids};
-use crate::middleware::request_id;
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -30,7 +31,7 @@ pub fn routes() -> Router<AppState> {
     for target in Target::ALL {
         router = router.route(
             &format!("/api/v1/predict/{}", target.route_slug()),
-            post(move |s, h, b| predict_one(s, h, b, target)),
+            post(move |s, r, b| predict_one(s, r, b, target)),
         );
     }
     router
@@ -58,22 +59,22 @@ struct PredictOneBody {
 
 async fn predict(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    request: JobRequest,
     JsonBody(body): JsonBody<PredictBody>,
 ) -> Result<Response, ApiError> {
     let targets = parse_targets(body.targets.as_deref(), false)?;
     let selection = parse_selection(&state, body.project_ids, body.all_open)?;
-    submit_predict(&state, &headers, targets, selection).await
+    submit_predict(&state, &request, targets, selection).await
 }
 
 async fn predict_one(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    request: JobRequest,
     JsonBody(body): JsonBody<PredictOneBody>,
     target: Target,
 ) -> Result<Response, ApiError> {
     let selection = parse_selection(&state, body.project_ids, body.all_open)?;
-    submit_predict(&state, &headers, [target].into_iter().collect(), selection).await
+    submit_predict(&state, &request, [target].into_iter().collect(), selection).await
 }
 
 fn parse_targets(raw: Option<&[String]>, default_all: bool) -> Result<BTreeSet<Target>, ApiError> {
@@ -145,7 +146,7 @@ fn parse_selection(
 
 async fn submit_predict(
     state: &AppState,
-    headers: &HeaderMap,
+    request: &JobRequest,
     targets: BTreeSet<Target>,
     selection: ProjectSelection,
 ) -> Result<Response, ApiError> {
@@ -171,7 +172,7 @@ async fn submit_predict(
         targets,
         projects: selection,
     });
-    enqueue(state, headers, payload).await
+    enqueue(state, request, payload).await
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -183,7 +184,7 @@ struct RetrainBody {
 
 async fn retrain(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    request: JobRequest,
     JsonBodyOrDefault(body): JsonBodyOrDefault<RetrainBody>,
 ) -> Result<Response, ApiError> {
     let targets = parse_targets(body.targets.as_deref(), true)?;
@@ -215,29 +216,67 @@ async fn retrain(
         targets,
         reason: "api".into(),
     });
-    enqueue(&state, &headers, payload).await
+    enqueue(&state, &request, payload).await
 }
 
 /// Accepts a job (row first, then push) and answers 202, or 200 with the
 /// active duplicate. A failed push still answers 202: the row is the
 /// promise, and the reconciler pushes it once the queue answers again.
+/// With an `Idempotency-Key` the row is written with its key; a key taken
+/// meanwhile by a concurrent request answers as the layer would have.
 pub async fn enqueue(
     state: &AppState,
-    headers: &HeaderMap,
+    request: &JobRequest,
     payload: JobPayload,
 ) -> Result<Response, ApiError> {
-    let submitted = state
-        .submitter
-        .submit(
-            payload,
-            state.config.job_max_attempts as i32,
-            request_id(headers),
-        )
-        .await?;
+    let max_attempts = state.config.job_max_attempts as i32;
+    let request_id = request.request_id.clone();
+    let submitted = match &request.claim {
+        None => {
+            state
+                .submitter
+                .submit(payload, max_attempts, request_id)
+                .await?
+        }
+        Some(claim) => {
+            let key = claim.store_key(&state.config);
+            match state
+                .submitter
+                .submit_keyed(payload, max_attempts, request_id, &key)
+                .await?
+            {
+                Ok(s) => s,
+                Err(found) => {
+                    return Ok(idempotency::taken(&state.config, &claim.key, found));
+                }
+            }
+        }
+    };
     let job = &submitted.job;
     // Inside the request's span: this line carries the request id that the
     // worker's lines for the job carry too.
     tracing::info!(job.id = %job.id, job.kind = %job.kind, created = submitted.created, "job accepted");
+    let code = if submitted.created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok(accepted(
+        job,
+        code,
+        !submitted.created,
+        submitted.queue_error.as_deref(),
+    ))
+}
+
+/// The answer naming an accepted job: its id, state, kind and where to
+/// poll it (also in `Location`).
+pub fn accepted(
+    job: &JobRow,
+    code: StatusCode,
+    deduplicated: bool,
+    queue_error: Option<&str>,
+) -> Response {
     let status_url = format!("/api/v1/jobs/{}", job.id);
     let mut body = json!({
         "job_id": job.id,
@@ -245,16 +284,11 @@ pub async fn enqueue(
         "kind": job.kind,
         "status_url": status_url,
     });
-    if !submitted.created {
+    if deduplicated {
         body["deduplicated"] = json!(true);
     }
-    if let Some(e) = &submitted.queue_error {
+    if let Some(e) = queue_error {
         body["queue_error"] = json!(format!("queued durably; delivery delayed: {e}"));
     }
-    let code = if submitted.created {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    Ok((code, [(header::LOCATION, status_url)], Json(body)).into_response())
+    (code, [(header::LOCATION, status_url)], Json(body)).into_response()
 }

@@ -241,6 +241,10 @@ impl fmt::Debug for Config {
             .field("job_retention_days", &self.job_retention_days)
             .field("failed_job_retention_days", &self.failed_job_retention_days)
             .field("prediction_retention_days", &self.prediction_retention_days)
+            .field(
+                "idempotency_retention_hours",
+                &self.idempotency_retention_hours,
+            )
             .field("scheduler_catchup_max_age", &self.scheduler_catchup_max_age)
             .field("schedule_tick_ttl_days", &self.schedule_tick_ttl_days)
             .field("worker_heartbeat", &self.worker_heartbeat)

@@ -205,6 +205,10 @@ declare! {
             /// Days stored per-project predictions are kept; realised performance is
             /// measured on them when their projects close (>= 1).
             PREDICTION_RETENTION_DAYS = "180", Days => prediction_retention_days: u32;
+            /// Hours an Idempotency-Key is remembered: a POST that repeats it with the same
+            /// body within them answers the job the first one created (1-8760).
+            IDEMPOTENCY_RETENTION_HOURS = "24", Int::between(1, 8760)
+                => idempotency_retention_hours: u32;
             /// How often a worker reports it is alive, in seconds (>= 1).
             WORKER_HEARTBEAT_SECS = "2", Secs { min: 1 } => worker_heartbeat: std::time::Duration;
             /// Silence after which a worker counts as dead on the roster (and its jobs

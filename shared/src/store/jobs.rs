@@ -85,6 +85,48 @@ macro_rules! bind_prediction {
     };
 }
 
+/// Writes one new queued job (binds: [`bind_new_job!`]); nothing when an
+/// active job with its dedup key exists.
+pub(super) const INSERT_JOB: &str = concat!(
+    "INSERT INTO jobs (id, kind, queue, payload, state, attempts, max_attempts, progress, \
+     dedup_key, request_id, created_at, updated_at, run_at, queue_task_id, pushed_at) \
+     VALUES ($1, $2, $3, $4, 'queued', 0, $5, 0, $6, $7, $8, $8, $8, $9, $8) \
+     ON CONFLICT DO NOTHING RETURNING ",
+    job_columns!()
+);
+
+/// The active job holding a dedup key (`$1`).
+pub(super) const ACTIVE_DUPLICATE: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE dedup_key = $1 AND state IN ('queued','running')"
+);
+
+/// Binds a [`NewJob`] (`$job`) and the time (`$now`) to [`INSERT_JOB`].
+macro_rules! bind_new_job {
+    ($q:expr, $job:expr, $now:expr) => {{
+        let kind = $job.payload.kind();
+        $q.bind(&$job.id)
+            .bind(kind.as_str())
+            .bind(kind.queue().as_str())
+            .bind(sqlx::types::Json(&$job.payload))
+            .bind($job.max_attempts)
+            .bind($job.payload.dedup_key())
+            .bind(super::text::storable_opt($job.request_id.as_deref()))
+            .bind($now)
+            .bind(&$job.queue_task_id)
+    }};
+}
+pub(super) use bind_new_job;
+
+/// A job that was not inserted yet has no active duplicate.
+pub(super) fn no_duplicate(job: &NewJob) -> StoreError {
+    StoreError::Query(format!(
+        "job {} could not be inserted and has no active duplicate",
+        job.id
+    ))
+}
+
 impl TryFrom<RawJob> for JobRow {
     type Error = StoreError;
     fn try_from(r: RawJob) -> Result<Self, StoreError> {
@@ -298,40 +340,17 @@ impl Store {
     /// duplicate that is no longer active.
     async fn try_insert_job(&self, job: &NewJob) -> Result<Option<InsertOutcome>, StoreError> {
         let now = Utc::now();
-        let kind = job.payload.kind();
-        let dedup = job.payload.dedup_key();
-        let sql = concat!(
-            "INSERT INTO jobs (id, kind, queue, payload, state, attempts, max_attempts, progress, \
-             dedup_key, request_id, created_at, updated_at, run_at, queue_task_id, pushed_at) \
-             VALUES ($1, $2, $3, $4, 'queued', 0, $5, 0, $6, $7, $8, $8, $8, $9, $8) \
-             ON CONFLICT DO NOTHING RETURNING ",
-            job_columns!()
-        );
-        let inserted: Option<RawJob> = fetch!(
-            self,
-            fetch_optional,
-            sql,
-            &job.id,
-            kind.as_str(),
-            kind.queue().as_str(),
-            Json(&job.payload),
-            job.max_attempts,
-            &dedup,
-            storable_opt(job.request_id.as_deref()),
-            now,
-            &job.queue_task_id,
-        )?;
+        let inserted: Option<RawJob> = on_pool!(self, p => {
+            bind_new_job!(sqlx::query_as(INSERT_JOB), job, now)
+                .fetch_optional(p)
+                .await
+        })?;
         if let Some(raw) = inserted {
             return Ok(Some(InsertOutcome::Created(raw.try_into()?)));
         }
         // The insert lost to an active duplicate (or, astronomically, an id clash).
-        if let Some(key) = dedup {
-            let sql = concat!(
-                "SELECT ",
-                job_columns!(),
-                " FROM jobs WHERE dedup_key = $1 AND state IN ('queued','running')"
-            );
-            let existing: Option<RawJob> = fetch!(self, fetch_optional, sql, &key)?;
+        if let Some(key) = job.payload.dedup_key() {
+            let existing: Option<RawJob> = fetch!(self, fetch_optional, ACTIVE_DUPLICATE, &key)?;
             return match existing {
                 Some(raw) => Ok(Some(InsertOutcome::Existing(raw.try_into()?))),
                 None => Ok(None),

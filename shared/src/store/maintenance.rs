@@ -13,6 +13,7 @@ pub struct Purged {
     pub predictions: u64,
     pub schedule_ticks: u64,
     pub workers: u64,
+    pub idempotency_keys: u64,
 }
 
 /// Where each cut-off falls; everything finished before it goes.
@@ -28,6 +29,8 @@ pub struct RetentionCutoffs {
     pub ticks: DateTime<Utc>,
     /// Workers that stopped (or vanished) before this.
     pub workers: DateTime<Utc>,
+    /// Idempotency keys (IDEMPOTENCY_RETENTION_HOURS).
+    pub idempotency_keys: DateTime<Utc>,
 }
 
 impl Store {
@@ -36,7 +39,7 @@ impl Store {
     /// when it finished (nothing updates it afterwards but a retry, which
     /// makes it queued again), and `(state, updated_at)` is indexed.
     pub async fn purge_expired(&self, c: &RetentionCutoffs) -> Result<Purged, StoreError> {
-        let deletes: [(&'static str, DateTime<Utc>); 5] = [
+        let deletes: [(&'static str, DateTime<Utc>); 6] = [
             (
                 "DELETE FROM jobs WHERE state IN ('succeeded', 'cancelled') AND updated_at < $1",
                 c.finished,
@@ -51,18 +54,30 @@ impl Store {
             ),
             ("DELETE FROM schedule_ticks WHERE tick_at < $1", c.ticks),
             ("DELETE FROM workers WHERE last_seen < $1", c.workers),
+            (
+                "DELETE FROM idempotency_keys WHERE created_at < $1",
+                c.idempotency_keys,
+            ),
         ];
-        let mut removed = [0u64; 5];
+        let mut removed = [0u64; 6];
         for (n, (sql, cutoff)) in removed.iter_mut().zip(deletes) {
             *n = exec!(self, sql, cutoff)?;
         }
-        let [jobs, failed_jobs, predictions, schedule_ticks, workers] = removed;
+        let [
+            jobs,
+            failed_jobs,
+            predictions,
+            schedule_ticks,
+            workers,
+            idempotency_keys,
+        ] = removed;
         Ok(Purged {
             jobs,
             failed_jobs,
             predictions,
             schedule_ticks,
             workers,
+            idempotency_keys,
         })
     }
 

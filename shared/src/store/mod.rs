@@ -87,6 +87,7 @@ macro_rules! fetch {
 }
 
 mod drift;
+mod idempotency;
 mod jobs;
 mod lease;
 mod maintenance;
@@ -97,6 +98,7 @@ mod text;
 mod workers;
 
 pub use drift::{DriftReportRow, PredictionCount, StoredPrediction};
+pub use idempotency::{IdempotencyKey, KeyedJob};
 pub use jobs::{Claim, InsertOutcome, JobOutcome, JobRow, NewJob, PredictionRow};
 pub use lease::{Checkpoint, Holder};
 pub use maintenance::{Purged, RetentionCutoffs};

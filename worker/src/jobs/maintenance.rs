@@ -32,6 +32,7 @@ pub async fn run(
         ticks: days(config.schedule_tick_ttl_days),
         // A worker silent this long is not coming back under that name.
         workers: days(config.failed_job_retention_days),
+        idempotency_keys: now - Duration::hours(i64::from(config.idempotency_retention_hours)),
     };
     let mut errors: Vec<String> = Vec::new();
 
