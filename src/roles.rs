@@ -114,6 +114,37 @@ async fn scheduler(config: Arc<Config>) -> anyhow::Result<()> {
 
 async fn migrate(config: Arc<Config>) -> anyhow::Result<()> {
     let conns = connect(&config).await?;
+    // Artifacts written to disk before they were kept in the store: moved
+    // in when this host can read them and they match their checksum.
+    let missing = conns.store.models_without_stored_artifact().await?;
+    let (mut moved, mut left) = (0, Vec::new());
+    for (sha, path) in missing {
+        let file = std::path::PathBuf::from(&path);
+        let checked = std::fs::read(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                rpa_ml_shared::ml::parse_artifact(&bytes, &sha, &file)
+                    .map(|_| bytes)
+                    .map_err(|e| e.to_string())
+            });
+        match checked {
+            Ok(bytes) => {
+                conns.store.put_artifact(&sha, &bytes).await?;
+                moved += 1;
+            }
+            Err(e) => left.push(format!("{path}: {e}")),
+        }
+    }
+    if moved > 0 {
+        println!("moved {moved} model artifact(s) from disk into the ML store");
+    }
+    if !left.is_empty() {
+        println!(
+            "{} model artifact(s) not in the ML store and not readable here (run `rpa-ml migrate` where they are):\n  {}",
+            left.len(),
+            left.join("\n  ")
+        );
+    }
     println!(
         "ML store ({}) and queue ({}) are up to date",
         conns.store.backend_name(),
