@@ -51,6 +51,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }
                 Command::Scheduler => scheduler(config).await,
                 Command::Migrate => migrate(config).await,
+                Command::Backup { out } => {
+                    let store = open_store(&config).await?;
+                    crate::backup::backup(&store, &out).await
+                }
+                Command::Restore { from } => {
+                    let store = open_store(&config).await?;
+                    crate::backup::restore(&store, &from).await
+                }
                 Command::DemoData(_)
                 | Command::Bench(_)
                 | Command::Standalone(_)
@@ -110,6 +118,21 @@ async fn scheduler(config: Arc<Config>) -> anyhow::Result<()> {
     let conns = connect(&config).await?;
     let shutdown = shutdown_token();
     rpa_ml_scheduler::run(config, conns.store, conns.queue, shutdown).await
+}
+
+/// The ML store alone (backup and restore need neither the queue nor the
+/// backend), migrated.
+async fn open_store(config: &Config) -> anyhow::Result<rpa_ml_shared::store::Store> {
+    let store = rpa_ml_shared::store::Store::connect(&config.ml_store_url, 4)
+        .await
+        .with_context(|| {
+            format!(
+                "ML_STORE_URL: cannot open {}",
+                rpa_ml_shared::config::redact_url(&config.ml_store_url)
+            )
+        })?;
+    store.migrate().await.context("migrating the ML store")?;
+    Ok(store)
 }
 
 async fn migrate(config: Arc<Config>) -> anyhow::Result<()> {

@@ -56,3 +56,32 @@ impl Store {
         )
     }
 }
+
+impl Store {
+    /// Puts back a registry row from a backup, with its version and stage
+    /// as they were. Returns false when that version already exists.
+    pub async fn restore_model(&self, m: &super::ModelRow) -> Result<bool, StoreError> {
+        let n = exec!(
+            self,
+            "INSERT INTO models (target, version, learner, stage, stage_reason, feature_set_version, \
+             data_fingerprint, code_version, metrics, artifact_path, artifact_sha256, job_id, created_at, \
+             promoted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             ON CONFLICT (target, version) DO NOTHING",
+            m.target.as_str(),
+            m.version,
+            &m.learner,
+            m.stage.as_str(),
+            &m.stage_reason,
+            &m.feature_set_version,
+            &m.data_fingerprint,
+            &m.code_version,
+            sqlx::types::Json(&m.metrics),
+            &m.artifact_path,
+            &m.artifact_sha256,
+            &m.job_id,
+            m.created_at,
+            m.promoted_at,
+        )?;
+        Ok(n == 1)
+    }
+}
