@@ -44,6 +44,20 @@ pub enum Command {
     /// a 2xx answer, 1 otherwise with the reason on stderr. Needs nothing
     /// else in the image.
     Healthcheck(HealthcheckArgs),
+    /// Copy the model registry and every artifact (checksummed) out of the
+    /// ML store into a new folder.
+    Backup {
+        /// Folder to create (must be empty or absent).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Put a backup's registry and artifacts into an empty ML store, after
+    /// checking every artifact against its SHA-256.
+    Restore {
+        /// Folder written by `rpa-ml backup`.
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

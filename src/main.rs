@@ -1,5 +1,6 @@
 //! `rpa-ml`: one binary, a subcommand per role.
 
+mod backup;
 mod bench;
 mod cli;
 mod healthcheck;

@@ -51,6 +51,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 }
                 Command::Scheduler => scheduler(config).await,
                 Command::Migrate => migrate(config).await,
+                Command::Backup { out } => {
+                    let store = open_store(&config).await?;
+                    crate::backup::backup(&store, &out).await
+                }
+                Command::Restore { from } => {
+                    let store = open_store(&config).await?;
+                    crate::backup::restore(&store, &from).await
+                }
                 Command::DemoData(_)
                 | Command::Bench(_)
                 | Command::Standalone(_)
@@ -112,8 +120,54 @@ async fn scheduler(config: Arc<Config>) -> anyhow::Result<()> {
     rpa_ml_scheduler::run(config, conns.store, conns.queue, shutdown).await
 }
 
+/// The ML store alone (backup and restore need neither the queue nor the
+/// backend), migrated.
+async fn open_store(config: &Config) -> anyhow::Result<rpa_ml_shared::store::Store> {
+    let store = rpa_ml_shared::store::Store::connect(&config.ml_store_url, 4)
+        .await
+        .with_context(|| {
+            format!(
+                "ML_STORE_URL: cannot open {}",
+                rpa_ml_shared::config::redact_url(&config.ml_store_url)
+            )
+        })?;
+    store.migrate().await.context("migrating the ML store")?;
+    Ok(store)
+}
+
 async fn migrate(config: Arc<Config>) -> anyhow::Result<()> {
     let conns = connect(&config).await?;
+    // Artifacts written to disk before they were kept in the store: moved
+    // in when this host can read them and they match their checksum.
+    let missing = conns.store.models_without_stored_artifact().await?;
+    let (mut moved, mut left) = (0, Vec::new());
+    for (sha, path) in missing {
+        let file = std::path::PathBuf::from(&path);
+        let checked = std::fs::read(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                rpa_ml_shared::ml::parse_artifact(&bytes, &sha, &file)
+                    .map(|_| bytes)
+                    .map_err(|e| e.to_string())
+            });
+        match checked {
+            Ok(bytes) => {
+                conns.store.put_artifact(&sha, &bytes).await?;
+                moved += 1;
+            }
+            Err(e) => left.push(format!("{path}: {e}")),
+        }
+    }
+    if moved > 0 {
+        println!("moved {moved} model artifact(s) from disk into the ML store");
+    }
+    if !left.is_empty() {
+        println!(
+            "{} model artifact(s) not in the ML store and not readable here (run `rpa-ml migrate` where they are):\n  {}",
+            left.len(),
+            left.join("\n  ")
+        );
+    }
     println!(
         "ML store ({}) and queue ({}) are up to date",
         conns.store.backend_name(),

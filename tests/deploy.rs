@@ -615,4 +615,12 @@ fn kubernetes_pods_are_locked_down_and_drain_in_time() {
         }
     }
     assert_eq!(pods, 4, "api, two kinds of worker, scheduler");
+    // Artifacts come from the ML store: no volume shared between pods.
+    for (file, doc) in &docs {
+        assert_ne!(
+            doc["kind"].as_str(),
+            Some("PersistentVolumeClaim"),
+            "{file}: workers need no shared volume"
+        );
+    }
 }

@@ -128,7 +128,28 @@ async fn rollback_retention_and_a_corrupt_artifact() {
     let mut bytes = std::fs::read(path).expect("artifact");
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x55;
-    std::fs::write(path, bytes).expect("corrupt");
+    std::fs::write(path, &bytes).expect("corrupt");
+    // …and its copy in the ML store, which would otherwise heal the file.
+    let sha = v2["artifact_sha256"].as_str().expect("artifact sha256");
+    let probe = env.store().await;
+    let rpa_ml_shared::store::Store::Postgres(pool) = &probe.store else {
+        panic!("scale mode stores in PostgreSQL")
+    };
+    let changed = sqlx::query("UPDATE model_artifacts SET content = $1 WHERE sha256 = $2")
+        .bind(&bytes)
+        .bind(sha)
+        .execute(pool)
+        .await
+        .expect("corrupt the stored copy")
+        .rows_affected();
+    assert_eq!(changed, 1, "v2's artifact is in the ML store");
+    // Retention removed v1's stored artifact with its row.
+    assert_eq!(
+        probe.count("SELECT COUNT(*) FROM model_artifacts").await,
+        probe
+            .count("SELECT COUNT(DISTINCT LOWER(artifact_sha256)) FROM models")
+            .await
+    );
     // A worker that verified an artifact keeps it in memory; a fresh one
     // must read the corrupt file.
     env.kill9(first_worker);

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rpa_ml_shared::ml::{Target, TrainedModel, load_artifact};
+use rpa_ml_shared::ml::{Target, TrainedModel, cache_artifact, load_artifact, parse_artifact};
 use rpa_ml_shared::store::{ModelRow, ModelStage, Store, StoreError};
 
 const POINTER_TTL: Duration = Duration::from_secs(2);
@@ -34,6 +34,9 @@ pub struct LoadedModel {
 
 pub struct ModelCache {
     store: Store,
+    /// This host's copy of artifacts fetched from the store
+    /// (MODEL_STORAGE_PATH).
+    dir: PathBuf,
     inner: Mutex<Inner>,
 }
 
@@ -45,9 +48,10 @@ struct Inner {
 }
 
 impl ModelCache {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, dir: PathBuf) -> Self {
         ModelCache {
             store,
+            dir,
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -155,11 +159,7 @@ impl ModelCache {
                 return Ok(m.clone());
             }
         }
-        let path = PathBuf::from(&row.artifact_path);
-        let sha = row.artifact_sha256.clone();
-        let res = tokio::task::spawn_blocking(move || load_artifact(&path, &sha))
-            .await
-            .map_err(|e| format!("loader panicked: {e}"))?;
+        let res = self.load_verified(row).await?;
         match res {
             Ok(model) => {
                 let model = Arc::new(model);
@@ -175,6 +175,62 @@ impl ModelCache {
                 Err(e.to_string())
             }
         }
+    }
+
+    /// The artifact from this host's disk (where it was written, or this
+    /// host's cache), else from the ML store, cached here once its
+    /// checksum holds. Err(..) only when the loader itself failed.
+    async fn load_verified(
+        &self,
+        row: &ModelRow,
+    ) -> Result<Result<TrainedModel, rpa_ml_shared::ml::ArtifactError>, String> {
+        let written = PathBuf::from(&row.artifact_path);
+        let file = written
+            .file_name()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(format!("{}-v{}.json", row.target, row.version)));
+        let cached = self.dir.join(row.target.as_str()).join(file);
+        let sha = row.artifact_sha256.clone();
+        let candidates = if cached == written {
+            vec![written]
+        } else {
+            vec![written, cached.clone()]
+        };
+        let local = tokio::task::spawn_blocking(move || {
+            let mut last = None;
+            for path in candidates {
+                match load_artifact(&path, &sha) {
+                    Ok(m) => return Ok(m),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.expect("at least one candidate"))
+        })
+        .await
+        .map_err(|e| format!("loader panicked: {e}"))?;
+        let local_err = match local {
+            Ok(m) => return Ok(Ok(m)),
+            Err(e) => e,
+        };
+        let bytes = match self.store.artifact_content(&row.artifact_sha256).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(Err(local_err)),
+            Err(e) => return Err(format!("{local_err}; the ML store did not answer: {e}")),
+        };
+        let sha = row.artifact_sha256.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let model = parse_artifact(&bytes, &sha, &cached)?;
+            if let Err(e) = cache_artifact(&cached, &bytes) {
+                tracing::warn!(error = %e, "could not cache a model artifact locally; it is fetched again next time");
+            }
+            Ok(model)
+        })
+        .await
+        .map_err(|e| format!("loader panicked: {e}"))?;
+        if res.is_ok() {
+            tracing::info!(model.target = %row.target, model.version = row.version, "model artifact fetched from the ML store");
+        }
+        Ok(res)
     }
 
     /// Forget cached pointers (after this process promoted something).
@@ -198,6 +254,11 @@ pub async fn prune(store: &Store, target: Target, keep: usize) -> Result<Vec<i32
             tracing::warn!(model.target = %target, model.version = m.version, error = %e, "could not remove artifact");
         }
         tracing::info!(model.target = %target, model.version = m.version, "model version removed by retention");
+    }
+    if !removed.is_empty()
+        && let Err(e) = store.delete_unreferenced_artifacts().await
+    {
+        tracing::warn!(model.target = %target, error = %e, "could not remove stored artifacts of removed versions");
     }
     Ok(removed.into_iter().map(|m| m.version).collect())
 }

@@ -79,7 +79,10 @@ impl WorkerState {
         name: String,
     ) -> Arc<Self> {
         Arc::new(WorkerState {
-            models: crate::models::ModelCache::new(store.clone()),
+            models: crate::models::ModelCache::new(
+                store.clone(),
+                config.model_storage_path.clone(),
+            ),
             store,
             queue,
             backend,

@@ -165,7 +165,8 @@ declare! {
             /// This service's own store (jobs, model registry, monitoring); same forms.
             ML_STORE_URL = "sqlite://data/ml-store.sqlite", DatabaseUrl => ml_store_url: String,
                 "A bare path is stored as `sqlite://<path>`.";
-            /// Directory for model artifacts; a shared volume when workers run on several hosts.
+            /// Directory for this host's copy of model artifacts (the ML store keeps them;
+            /// workers fetch and verify what they lack), so no volume need be shared.
             MODEL_STORAGE_PATH = "data/models", Path => model_storage_path: std::path::PathBuf;
             /// Directory for computed feature sets.
             FEATURE_STORE_PATH = "data/features", Path => feature_store_path: std::path::PathBuf;

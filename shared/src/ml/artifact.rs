@@ -85,22 +85,58 @@ pub fn save_artifact(
 /// parses it.
 pub fn load_artifact(path: &Path, expected_sha256: &str) -> Result<TrainedModel, ArtifactError> {
     let bytes = std::fs::read(path).map_err(io(path))?;
-    let found = hex::encode(Sha256::digest(&bytes));
+    parse_artifact(&bytes, expected_sha256, path)
+}
+
+/// Checks `bytes` against the registry's SHA-256 and parses them; `origin`
+/// names where they came from in errors.
+pub fn parse_artifact(
+    bytes: &[u8],
+    expected_sha256: &str,
+    origin: &Path,
+) -> Result<TrainedModel, ArtifactError> {
+    let found = hex::encode(Sha256::digest(bytes));
     if !found.eq_ignore_ascii_case(expected_sha256.trim()) {
         return Err(ArtifactError::Checksum {
-            path: path.to_path_buf(),
+            path: origin.to_path_buf(),
             expected: expected_sha256.to_string(),
             found,
         });
     }
-    let model: TrainedModel = serde_json::from_slice(&bytes)
-        .map_err(|e| ArtifactError::Corrupt(format!("{}: {e}", path.display())))?;
+    let model: TrainedModel = serde_json::from_slice(bytes)
+        .map_err(|e| ArtifactError::Corrupt(format!("{}: {e}", origin.display())))?;
     if !model.is_compatible() {
         return Err(ArtifactError::Incompatible {
-            path: path.to_path_buf(),
+            path: origin.to_path_buf(),
             expected: FEATURE_SET_VERSION.to_string(),
             found: model.feature_set_version().to_string(),
         });
     }
     Ok(model)
+}
+
+/// Writes bytes already verified (an artifact fetched from the store) as
+/// `path`, atomically, for the next load on this host.
+pub fn cache_artifact(path: &Path, bytes: &[u8]) -> Result<(), ArtifactError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(path)(e));
+    }
+    Ok(())
 }

@@ -20,7 +20,7 @@ mod target;
 mod training;
 mod tree;
 
-pub use artifact::{ArtifactError, load_artifact, save_artifact};
+pub use artifact::{ArtifactError, cache_artifact, load_artifact, parse_artifact, save_artifact};
 pub use boost::BoostParams;
 pub use features::{Extraction, FEATURE_SET_VERSION, FeatureRow, extract_features, feature_names};
 pub use fit::{

@@ -86,6 +86,7 @@ macro_rules! fetch {
     };
 }
 
+mod artifacts;
 mod drift;
 mod idempotency;
 mod jobs;

@@ -116,6 +116,14 @@ pub async fn run(state: &WorkerState, job: &JobRow, r: &RetrainJob) -> Result<Ou
             .await
             .map_err(|e| JobError::Transient(format!("artifact task failed: {e}")))?
             .map_err(|e| JobError::Transient(format!("writing artifact: {e}")))?;
+        // Into the ML store too, so workers on other hosts load it without
+        // a shared volume (the file here is this host's cached copy).
+        let written = saved.0.clone();
+        let bytes = tokio::task::spawn_blocking(move || std::fs::read(&written))
+            .await
+            .map_err(|e| JobError::Transient(format!("artifact task failed: {e}")))?
+            .map_err(|e| JobError::Transient(format!("reading the artifact back: {e}")))?;
+        store.put_artifact(&saved.1, &bytes).await?;
         let metrics = serde_json::to_value(&report).unwrap_or(Value::Null);
         let row = store
             .insert_model(NewModel {
