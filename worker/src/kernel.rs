@@ -116,6 +116,20 @@ async fn record_outcome(
                 .set_outcome(&job.id, &state.name, JobOutcome::Cancelled { error: &e })
                 .await?;
         }
+        Err(JobError::Deferred { stage, delay }) => {
+            let run_at = Utc::now()
+                + chrono::Duration::from_std(delay)
+                    .unwrap_or_else(|_| chrono::Duration::seconds(1));
+            counted("deferred");
+            tracing::info!(%stage, retry_in_ms = delay.as_millis() as u64, "job deferred");
+            let outcome = JobOutcome::Deferred {
+                stage: &stage,
+                run_at,
+            };
+            if store.set_outcome(&job.id, &state.name, outcome).await? {
+                push_again(state, job, run_at).await?;
+            }
+        }
         Err(JobError::Permanent(e)) => {
             counted("failed");
             tracing::warn!(error = %e, elapsed_ms, "job failed permanently");
@@ -156,21 +170,30 @@ async fn record_outcome(
                 )
                 .await?
             {
-                let message = JobMessage {
-                    job_id: job.id.clone(),
-                    kind: job.kind,
-                    request_id: job.request_id.clone(),
-                };
-                // If this push fails the reconciler finds the queued row
-                // without a message and pushes it again.
-                match state.queue.push(job.queue, &message, Some(run_at)).await {
-                    Ok(task_id) => store.mark_pushed(&job.id, &task_id).await?,
-                    Err(e) => store.mark_push_failed(&job.id, &e.to_string()).await?,
-                }
+                push_again(state, job, run_at).await?;
             }
         }
     }
     Ok(())
+}
+
+/// Pushes the message of a job just put back in the queue, due at `run_at`.
+/// If this push fails the reconciler finds the queued row without a
+/// message and pushes it again.
+async fn push_again(
+    state: &WorkerState,
+    job: &JobRow,
+    run_at: chrono::DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let message = JobMessage {
+        job_id: job.id.clone(),
+        kind: job.kind,
+        request_id: job.request_id.clone(),
+    };
+    match state.queue.push(job.queue, &message, Some(run_at)).await {
+        Ok(task_id) => state.store.mark_pushed(&job.id, &task_id).await,
+        Err(e) => state.store.mark_push_failed(&job.id, &e.to_string()).await,
+    }
 }
 
 fn count_predictions(rows: &[PredictionRow]) {

@@ -22,6 +22,13 @@ pub enum JobError {
     /// An operator cancelled it; seen at a checkpoint.
     #[error("{0}")]
     Cancelled(String),
+    /// Not now: it waits for another job (the stage says which) and runs
+    /// again after `delay`, its attempt given back.
+    #[error("{stage}")]
+    Deferred {
+        stage: String,
+        delay: std::time::Duration,
+    },
 }
 
 impl From<StoreError> for JobError {

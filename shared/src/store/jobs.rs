@@ -210,6 +210,13 @@ pub enum JobOutcome<'a> {
         error: &'a str,
         run_at: DateTime<Utc>,
     },
+    /// Back to the queue to wait for something (`stage` says what), due
+    /// again at `run_at`; the attempt it took is given back. The caller
+    /// pushes its message.
+    Deferred {
+        stage: &'a str,
+        run_at: DateTime<Utc>,
+    },
 }
 
 impl JobOutcome<'_> {
@@ -220,7 +227,7 @@ impl JobOutcome<'_> {
             JobOutcome::Failed { .. } => JobState::Failed,
             JobOutcome::Dead { .. } => JobState::Dead,
             JobOutcome::Cancelled { .. } => JobState::Cancelled,
-            JobOutcome::Retry { .. } => JobState::Queued,
+            JobOutcome::Retry { .. } | JobOutcome::Deferred { .. } => JobState::Queued,
         }
     }
 
@@ -248,6 +255,12 @@ impl JobOutcome<'_> {
                 // $4 error, $5 run_at
                 "UPDATE jobs SET state = 'queued', stage = 'retry scheduled', worker = NULL, \
                  queue_task_id = NULL, error = $4, run_at = $5, updated_at = $3",
+                held_by_worker!()
+            ),
+            JobOutcome::Deferred { .. } => concat!(
+                // $4 stage, $5 run_at
+                "UPDATE jobs SET state = 'queued', stage = $4, worker = NULL, queue_task_id = NULL, \
+                 attempts = attempts - 1, run_at = $5, updated_at = $3",
                 held_by_worker!()
             ),
         }
@@ -455,6 +468,7 @@ impl Store {
                 | JobOutcome::Dead { error }
                 | JobOutcome::Cancelled { error } => q.bind(error).bind(state.as_str()),
                 JobOutcome::Retry { error, run_at } => q.bind(error).bind(run_at),
+                JobOutcome::Deferred { stage, run_at } => q.bind(stage).bind(run_at),
             };
             if predictions.is_empty() {
                 q.execute(p).await.map(|r| r.rows_affected() == 1)
