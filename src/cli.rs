@@ -65,7 +65,7 @@ pub struct HealthcheckArgs {
     /// URL to GET (default: the api's /health on 127.0.0.1 and ML_API_PORT).
     #[arg(long, conflicts_with_all = ["ready", "worker"])]
     pub url: Option<String>,
-    /// Check the api's /ready (ML store, queue and backend reachable) instead of /health.
+    /// Check the api's /ready?models=false (ML store, queue and backend reachable) instead of /health.
     #[arg(long, conflicts_with = "worker")]
     pub ready: bool,
     /// Check a worker's /health on WORKER_METRICS_PORT instead of the api.

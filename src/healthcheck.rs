@@ -50,7 +50,9 @@ pub async fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
     bail!("GET {url}: {status} {body}");
 }
 
-/// `/health` (or `/ready`) of the api in this environment, or `/health` of
+/// `/health` (or, with `--ready`, `/ready?models=false`: the ML store, the
+/// queue and the backend answer; a deployment without models yet is still
+/// healthy, so it can be sent its first retrain) of the api in this environment, or `/health` of
 /// a worker's metrics endpoint with `--worker`: the port comes from the
 /// same configuration the role reads.
 fn default_url(args: &HealthcheckArgs) -> anyhow::Result<String> {
@@ -58,7 +60,11 @@ fn default_url(args: &HealthcheckArgs) -> anyhow::Result<String> {
     // at start (`standalone`) or mounted elsewhere still gets checked.
     let placeholder_key = HashMap::from([("ML_API_KEY".to_string(), "healthcheck".to_string())]);
     let (config, _) = load_config(&placeholder_key)?;
-    let path = if args.ready { "/ready" } else { "/health" };
+    let path = if args.ready {
+        "/ready?models=false"
+    } else {
+        "/health"
+    };
     let port = if args.worker {
         config
             .worker_metrics_port

@@ -131,6 +131,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         });
     }
 
+    let mut first_retrain = None;
     if conns.store.model_count().await? == 0 {
         let job = submit::submit(
             &conns.store,
@@ -138,24 +139,13 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             JobPayload::Retrain(RetrainJob {
                 targets: Target::ALL.into_iter().collect(),
                 reason: "standalone: first models".into(),
+                promote_first: !args.no_demo_promotion,
             }),
             config.job_max_attempts as i32,
             None,
         )
         .await?;
-        println!(
-            "no models yet: training the first ones (job {})",
-            job.job.id
-        );
-        if !args.no_demo_promotion {
-            let store = conns.store.clone();
-            let id = job.job.id.clone();
-            tokio::spawn(async move {
-                if let Err(e) = promote_first_models(&store, &id).await {
-                    tracing::warn!(error = %e, "could not promote the first models");
-                }
-            });
-        }
+        first_retrain = Some(job.job.id.clone());
     }
 
     let key_hint = match &generated_key {
@@ -174,16 +164,20 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             dir.join("api-key").display()
         );
     }
-    println!("Try:");
-    println!("  curl -s {base}/ready");
-    println!(
-        "  curl -s -X POST {base}/api/v1/predict -H 'Authorization: Bearer {key_hint}' \\\n       -H 'Content-Type: application/json' -d '{{\"targets\":[\"completion_time\",\"risk\"],\"all_open\":true}}'"
-    );
-    println!(
-        "  curl -s '{base}/api/v1/jobs/<job_id>?wait=10' -H 'Authorization: Bearer {key_hint}'"
-    );
-    println!("  curl -s {base}/api/v1/models -H 'Authorization: Bearer {key_hint}'");
-    println!("Stop with Ctrl-C.");
+    if let Some(id) = &first_retrain {
+        println!(
+            "no models yet: training the first ones (job {id}); {base}/ready says what it waits for"
+        );
+    }
+    {
+        let (store, s) = (conns.store.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = s.cancelled() => {}
+                () = print_once_ready(&store, first_retrain.as_deref(), &base, &key_hint) => {}
+            }
+        });
+    }
 
     let mut first_err = None;
     while let Some(res) = tasks.join_next().await {
@@ -200,49 +194,51 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The demo's stand-in for an operator's decision: once the first retrain
-/// ends, a target left without a production model gets its first version
-/// promoted by hand, with the gate it missed written into the registry.
-async fn promote_first_models(store: &Store, job_id: &str) -> anyhow::Result<()> {
+/// Prints the lines to try once every target has a production model (what
+/// `/ready` waits for), so the first prediction a newcomer sends is
+/// answered. If the first retrain ends with a target still without one,
+/// says which and prints them anyway.
+async fn print_once_ready(store: &Store, first_retrain: Option<&str>, base: &str, key_hint: &str) {
     loop {
-        match store.get_job(job_id).await?.map(|j| j.state) {
-            Some(s) if s.is_terminal() => break,
-            Some(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
-            None => return Ok(()),
-        }
-    }
-    let models = store.list_models().await?;
-    for target in Target::ALL {
-        let mine: Vec<_> = models.iter().filter(|m| m.target == target).collect();
-        if mine
-            .iter()
-            .any(|m| m.stage == rpa_ml_shared::store::ModelStage::Production)
-        {
-            continue;
-        }
-        let Some(first) = mine.iter().min_by_key(|m| m.version) else {
-            continue;
+        let missing: Vec<Target> = match store.production_versions().await {
+            Ok(p) => Target::ALL
+                .into_iter()
+                .filter(|t| !p.contains_key(t))
+                .collect(),
+            Err(_) => Target::ALL.to_vec(),
         };
-        let reason = format!(
-            "promoted by `rpa-ml standalone` for the demo although it missed its gate ({}); \
-             an operator would decide this (POST /api/v1/models/{target}/promote)",
-            first
-                .stage_reason
-                .as_deref()
-                .unwrap_or("no reason recorded")
-        );
-        store
-            .set_model_stage(
-                target,
-                first.version,
-                rpa_ml_shared::store::ModelStage::Production,
-                Some(&reason),
-            )
-            .await?;
-        tracing::warn!(model.target = %target, model.version = first.version, "{reason}");
-        println!("note: {target} v{} {reason}", first.version);
+        if missing.is_empty() {
+            break;
+        }
+        let ended = match first_retrain {
+            Some(id) => match store.get_job(id).await {
+                Ok(Some(job)) if job.state.is_terminal() => Some(job),
+                _ => None,
+            },
+            None => None,
+        };
+        if let Some(job) = ended {
+            let names: Vec<&str> = missing.iter().map(|t| t.as_str()).collect();
+            println!(
+                "note: the first retrain ended {} and left no production model for {}: \
+                 predictions of those fail until one is promoted ({base}/api/v1/models)",
+                job.state,
+                names.join(", ")
+            );
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
-    Ok(())
+    println!("Ready. Try:");
+    println!("  curl -s {base}/ready");
+    println!(
+        "  curl -s -X POST {base}/api/v1/predict -H 'Authorization: Bearer {key_hint}' \\\n       -H 'Content-Type: application/json' -d '{{\"targets\":[\"completion_time\",\"risk\"],\"all_open\":true}}'"
+    );
+    println!(
+        "  curl -s '{base}/api/v1/jobs/<job_id>?wait=10' -H 'Authorization: Bearer {key_hint}'"
+    );
+    println!("  curl -s {base}/api/v1/models -H 'Authorization: Bearer {key_hint}'");
+    println!("Stop with Ctrl-C.");
 }
 
 fn standalone_key(dir: &Path) -> anyhow::Result<String> {

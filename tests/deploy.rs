@@ -503,7 +503,7 @@ async fn probes_pass_when_allowed_hosts_names_only_the_public_name() {
     let base = te.base();
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    for path in ["/health", "/ready", "/metrics"] {
+    for path in ["/health", "/ready?models=false", "/metrics"] {
         loop {
             let out = Command::new(common::bin())
                 .args(["healthcheck", "--url", &format!("{base}{path}")])
@@ -606,7 +606,7 @@ fn kubernetes_pods_are_locked_down_and_drain_in_time() {
             let c = &pod["containers"][0];
             assert_eq!(
                 c["readinessProbe"]["httpGet"]["path"].as_str(),
-                Some("/ready")
+                Some("/ready?models=false")
             );
             assert_eq!(
                 c["livenessProbe"]["httpGet"]["path"].as_str(),

@@ -212,6 +212,7 @@ async fn keys_in_the_store(store: &Store, mode: Mode) {
         payload: JobPayload::Retrain(RetrainJob {
             targets: [Target::Risk].into_iter().collect(),
             reason: "test".into(),
+            promote_first: false,
         }),
         max_attempts: 3,
         request_id: None,

@@ -304,7 +304,10 @@ async fn health_ready_and_openapi() {
     let c = env.client();
     let (s, v) = c.get("/health").await;
     assert_eq!((s, v["status"].as_str()), (200, Some("ok")));
+    // No model yet: the dependencies are up, the service is not ready.
     let (s, v) = c.get("/ready").await;
+    assert_eq!(s, 503, "{v}");
+    let (s, v) = c.get("/ready?models=false").await;
     assert_eq!(s, 200, "{v}");
     let (s, v) = c.get("/api/v1/openapi.json").await;
     assert_eq!(s, 200);

@@ -40,6 +40,9 @@ fn queue<'a>(queues: &'a Value, name: &str) -> &'a Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_paging_counts_bad_input_and_cancel_of_queued_jobs() {
     let mut env = TestEnv::new(Mode::Scale).await;
+    // The retrain queued below never runs (no worker serves its queue):
+    // predictions wait for it only a second before failing for want of a model.
+    env.extra.insert("FIRST_MODEL_WAIT_SECS".into(), "1".into());
     // No worker yet: everything submitted stays queued.
     env.spawn("api", &["api"], &[]);
     env.wait_ready().await;
@@ -179,8 +182,9 @@ async fn listing_paging_counts_bad_input_and_cancel_of_queued_jobs() {
     assert_eq!(queue(&queues, "predict")["waiting"], 10, "{queues}");
     assert_eq!(queue(&queues, "predict")["cancelled"], 2, "{queues}");
 
-    // A worker drains the queue: the others run (and fail: no model yet),
-    // the cancelled two are skipped at claim.
+    // A worker drains the queue: the others run (and fail: no model yet,
+    // after waiting a second for the queued retrain), the cancelled two are
+    // skipped at claim.
     env.spawn("worker", &["worker", "--queues", "predict"], &[]);
     for id in predicts.iter().filter(|id| !cancelled.contains(id)) {
         let job = c.wait_job(id, 60).await;

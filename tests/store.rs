@@ -365,6 +365,35 @@ async fn only_expired_leases_are_taken_back(store: &Store, mode: Mode) {
     }
 }
 
+async fn a_deferral_gives_its_attempt_back(store: &Store, mode: Mode) {
+    let job = running_job(store).await;
+    assert_eq!(job.attempts, 1);
+    let run_at = Utc::now().trunc_subsecs(0) + chrono::Duration::seconds(2);
+    let wait = JobOutcome::Deferred {
+        stage: "waiting for retrain X",
+        run_at,
+    };
+    assert!(
+        !store
+            .set_outcome(&job.id, by("w-other", &job), wait)
+            .await
+            .expect("write")
+    );
+    assert!(
+        store
+            .set_outcome(&job.id, by(WORKER, &job), wait)
+            .await
+            .expect("write")
+    );
+    let row = reread(store, &job.id).await;
+    assert_eq!(row.state, JobState::Queued, "{mode:?}");
+    assert_eq!(row.attempts, 0, "{mode:?}");
+    assert_eq!(row.stage.as_deref(), Some("waiting for retrain X"));
+    assert_eq!(row.error, None);
+    assert_eq!(row.worker, None);
+    assert_eq!(row.run_at, run_at, "{mode:?}");
+}
+
 async fn model_documents_are_kept_apart(store: &Store, mode: Mode) {
     let model = store
         .insert_model(NewModel {
@@ -415,6 +444,7 @@ async fn job_outcomes_and_model_documents_on_sqlite_and_postgres() {
         a_retry_frees_the_row_until_it_is_due(&store, mode).await;
         a_late_attempt_writes_nothing(&store, mode).await;
         only_expired_leases_are_taken_back(&store, mode).await;
+        a_deferral_gives_its_attempt_back(&store, mode).await;
         model_documents_are_kept_apart(&store, mode).await;
         store.close().await;
     }

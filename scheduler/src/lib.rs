@@ -54,6 +54,7 @@ fn scheduled(
             JobPayload::Retrain(RetrainJob {
                 targets: Target::ALL.into_iter().collect(),
                 reason,
+                promote_first: false,
             }),
         )),
         JobKind::Drift => Some((

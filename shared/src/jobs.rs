@@ -243,6 +243,11 @@ pub struct RetrainJob {
     /// Who asked: "api", "scheduler", "drift", "standalone".
     #[serde(default)]
     pub reason: String,
+    /// `rpa-ml standalone`'s first models: a target without a production
+    /// model gets its new version even when it misses its gate, and the
+    /// reason recorded says so (the demo's stand-in for an operator).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promote_first: bool,
 }
 
 /// Payload of a `drift` job: compare recent projects with each production
@@ -344,6 +349,7 @@ mod tests {
         let a = JobPayload::Retrain(RetrainJob {
             targets: [Target::Risk, Target::BudgetVariance].into_iter().collect(),
             reason: "api".into(),
+            promote_first: false,
         });
         assert_eq!(
             a.dedup_key().as_deref(),

@@ -168,7 +168,6 @@ async fn record_outcome(
     outcome: Result<Outcome, JobError>,
     elapsed_ms: f64,
 ) -> Result<(), StoreError> {
-    let store = &state.store;
     let counted = |outcome: &str| {
         let labels = metrics::JobLabels {
             kind: job.kind.as_str().into(),
@@ -205,6 +204,20 @@ async fn record_outcome(
                 tracing::info!(reason = %e, elapsed_ms, "job cancelled");
             }
         }
+        Err(JobError::Deferred { stage, delay }) => {
+            let run_at = Utc::now()
+                + chrono::Duration::from_std(delay)
+                    .unwrap_or_else(|_| chrono::Duration::seconds(1));
+            counted("deferred");
+            tracing::info!(%stage, retry_in_ms = delay.as_millis() as u64, "job deferred");
+            let outcome = JobOutcome::Deferred {
+                stage: &stage,
+                run_at,
+            };
+            if write_outcome(state, job, outcome).await? {
+                push_again(state, job, run_at).await?;
+            }
+        }
         Err(JobError::Permanent(e)) => {
             if write_outcome(state, job, JobOutcome::Failed { error: &e }).await? {
                 counted("failed");
@@ -237,21 +250,32 @@ async fn record_outcome(
             if write_outcome(state, job, retry).await? {
                 counted("retry");
                 tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "job failed; will retry");
-                let message = JobMessage {
-                    job_id: job.id.clone(),
-                    kind: job.kind,
-                    request_id: job.request_id.clone(),
-                };
                 // If this push fails the reconciler finds the queued row
                 // without a message and pushes it again.
-                match state.queue.push(job.queue, &message, Some(run_at)).await {
-                    Ok(task_id) => store.mark_pushed(&job.id, &task_id).await?,
-                    Err(e) => store.mark_push_failed(&job.id, &e.to_string()).await?,
-                }
+                push_again(state, job, run_at).await?;
             }
         }
     }
     Ok(())
+}
+
+/// Pushes the message of a job just put back in the queue, due at `run_at`.
+/// If this push fails the reconciler finds the queued row without a
+/// message and pushes it again.
+async fn push_again(
+    state: &WorkerState,
+    job: &JobRow,
+    run_at: chrono::DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let message = JobMessage {
+        job_id: job.id.clone(),
+        kind: job.kind,
+        request_id: job.request_id.clone(),
+    };
+    match state.queue.push(job.queue, &message, Some(run_at)).await {
+        Ok(task_id) => state.store.mark_pushed(&job.id, &task_id).await,
+        Err(e) => state.store.mark_push_failed(&job.id, &e.to_string()).await,
+    }
 }
 
 fn count_predictions(rows: &[PredictionRow]) {

@@ -26,6 +26,13 @@ pub enum JobError {
     /// is written: the attempt that holds it now records the outcome.
     #[error("{0}")]
     NotHeld(String),
+    /// Not now: it waits for another job (the stage says which) and runs
+    /// again after `delay`, its attempt given back.
+    #[error("{stage}")]
+    Deferred {
+        stage: String,
+        delay: std::time::Duration,
+    },
 }
 
 impl From<StoreError> for JobError {

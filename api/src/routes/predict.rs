@@ -215,6 +215,7 @@ async fn retrain(
     let payload = JobPayload::Retrain(RetrainJob {
         targets,
         reason: "api".into(),
+        promote_first: false,
     });
     enqueue(&state, &request, payload).await
 }

@@ -232,6 +232,7 @@ impl fmt::Debug for Config {
             .field("allowed_hosts", &self.allowed_hosts)
             .field("max_workers", &self.max_workers)
             .field("prediction_timeout", &self.prediction_timeout)
+            .field("first_model_wait", &self.first_model_wait)
             .field("batch_size", &self.batch_size)
             .field("retrain_cron", &self.retrain_cron)
             .field("drift_cron", &self.drift_cron)

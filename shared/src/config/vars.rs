@@ -194,6 +194,10 @@ declare! {
             MAX_WORKERS = "4", Int::between(1, 256) => max_workers: usize;
             /// Longest a prediction job may run, in seconds (>= 1).
             PREDICTION_TIMEOUT = "30", Secs { min: 1 } => prediction_timeout: std::time::Duration;
+            /// Longest a prediction waits, in seconds, for a queued or running retrain to give
+            /// its target a first production model; past it, it fails saying there is none (>= 1).
+            FIRST_MODEL_WAIT_SECS = "3600", Secs { min: 1 }
+                => first_model_wait: std::time::Duration;
             /// Projects scored per chunk of a prediction job (1-100000).
             BATCH_SIZE = "500", Int::between(1, 100_000) => batch_size: usize;
             /// Attempts per job before it is marked dead (1-25).

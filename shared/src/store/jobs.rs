@@ -202,6 +202,13 @@ pub enum JobOutcome<'a> {
         error: &'a str,
         run_at: DateTime<Utc>,
     },
+    /// Back to the queue to wait for something (`stage` says what), due
+    /// again at `run_at`; the attempt it took is given back. The caller
+    /// pushes its message.
+    Deferred {
+        stage: &'a str,
+        run_at: DateTime<Utc>,
+    },
 }
 
 impl JobOutcome<'_> {
@@ -212,7 +219,7 @@ impl JobOutcome<'_> {
             JobOutcome::Failed { .. } => JobState::Failed,
             JobOutcome::Dead { .. } => JobState::Dead,
             JobOutcome::Cancelled { .. } => JobState::Cancelled,
-            JobOutcome::Retry { .. } => JobState::Queued,
+            JobOutcome::Retry { .. } | JobOutcome::Deferred { .. } => JobState::Queued,
         }
     }
 
@@ -241,6 +248,12 @@ impl JobOutcome<'_> {
                 // $5 error, $6 run_at
                 "UPDATE jobs SET state = 'queued', stage = 'retry scheduled', worker = NULL, \
                  queue_task_id = NULL, lease_until = NULL, error = $5, run_at = $6, updated_at = $4",
+                held_by_worker!()
+            ),
+            JobOutcome::Deferred { .. } => concat!(
+                // $5 stage, $6 run_at
+                "UPDATE jobs SET state = 'queued', stage = $5, worker = NULL, queue_task_id = NULL, \
+                 lease_until = NULL, attempts = attempts - 1, run_at = $6, updated_at = $4",
                 held_by_worker!()
             ),
         }
@@ -490,6 +503,7 @@ impl Store {
                 | JobOutcome::Dead { error }
                 | JobOutcome::Cancelled { error } => q.bind(storable(error)).bind(state.as_str()),
                 JobOutcome::Retry { error, run_at } => q.bind(storable(error)).bind(run_at),
+                JobOutcome::Deferred { stage, run_at } => q.bind(storable(stage)).bind(run_at),
             };
             if predictions.is_empty() {
                 q.execute(p).await.map(|r| r.rows_affected() == 1)

@@ -325,6 +325,20 @@ impl Store {
         Ok(doomed)
     }
 
+    /// The production version of each target that has one.
+    pub async fn production_versions(
+        &self,
+    ) -> Result<std::collections::BTreeMap<Target, i32>, StoreError> {
+        let rows: Vec<(String, i32)> = fetch!(
+            self,
+            fetch_all,
+            "SELECT target, version FROM models WHERE stage = 'production'"
+        )?;
+        rows.into_iter()
+            .map(|(t, v)| Ok((super::parse(&t)?, v)))
+            .collect()
+    }
+
     pub async fn model_count(&self) -> Result<i64, StoreError> {
         let (n,): (i64,) = fetch!(self, fetch_one, "SELECT COUNT(*) FROM models")?;
         Ok(n)

@@ -377,6 +377,7 @@ async fn enqueue_retrains(
             JobPayload::Retrain(RetrainJob {
                 targets: rest.clone(),
                 reason: "drift".into(),
+                promote_first: false,
             }),
             state.config.job_max_attempts as i32,
             job.request_id.clone(),

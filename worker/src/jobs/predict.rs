@@ -5,17 +5,22 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use rpa_ml_shared::jobs::{PredictJob, ProjectSelection};
+use rpa_ml_shared::jobs::{JobKind, JobPayload, PredictJob, ProjectSelection};
 use rpa_ml_shared::ml::{FEATURE_SET_VERSION, Prediction, Target, extract_features};
 use rpa_ml_shared::store::{JobRow, PredictionRow};
 
 use crate::cancel;
+use crate::models::ModelError;
 use crate::outcome::{JobError, Outcome};
 use crate::state::WorkerState;
+
+/// How long a prediction waiting for a first model sleeps between looks.
+const FIRST_MODEL_POLL: Duration = Duration::from_secs(2);
 
 /// Scores the job's projects, bounded by `PREDICTION_TIMEOUT` (a timeout is
 /// transient: the job is tried again).
@@ -37,7 +42,15 @@ async fn score(state: &WorkerState, job: &JobRow, p: &PredictJob) -> Result<Outc
     cancel::at_start(state, job).await?;
     let mut models = BTreeMap::new();
     for &t in &p.targets {
-        models.insert(t, state.models.production(t).await?);
+        match state.models.production(t).await {
+            Ok(m) => {
+                models.insert(t, m);
+            }
+            Err(ModelError::NoProduction { target, why }) => {
+                return Err(wait_for_first_model(state, job, target, why).await);
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     // Unknown ids come back from the feature query itself: no extra round
     // trip to ask which projects exist.
@@ -207,4 +220,40 @@ fn unanswered(target: Target, pid: i64, pred: &Prediction) -> Option<(&'static s
             format!("the {target} model gave no answer for project {pid}"),
         ),
     })
+}
+
+/// A requested target has no production model. While a retrain of it is
+/// queued or running (the first one, typically), the job waits for it:
+/// deferred, its attempt given back, for up to `FIRST_MODEL_WAIT_SECS`
+/// after it was accepted. Without one, it fails saying why.
+async fn wait_for_first_model(
+    state: &WorkerState,
+    job: &JobRow,
+    target: Target,
+    why: String,
+) -> JobError {
+    let active = match state.store.active_jobs_of_kind(JobKind::Retrain).await {
+        Ok(jobs) => jobs,
+        Err(e) => return e.into(),
+    };
+    let retrain = active
+        .iter()
+        .find(|j| matches!(&j.payload, JobPayload::Retrain(r) if r.targets.contains(&target)));
+    let limit = state.config.first_model_wait;
+    let waited = (Utc::now() - job.created_at).to_std().unwrap_or_default();
+    match retrain {
+        Some(r) if waited < limit => JobError::Deferred {
+            stage: format!(
+                "waiting for retrain {} ({}) to give {target} a production model",
+                r.id, r.state
+            ),
+            delay: FIRST_MODEL_POLL,
+        },
+        Some(r) => JobError::Permanent(format!(
+            "no production model for {target} after waiting {} s (FIRST_MODEL_WAIT_SECS) for retrain {}: {why}",
+            limit.as_secs(),
+            r.id
+        )),
+        None => ModelError::NoProduction { target, why }.into(),
+    }
 }

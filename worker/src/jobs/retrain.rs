@@ -155,7 +155,17 @@ pub async fn run(state: &WorkerState, job: &JobRow, r: &RetrainJob) -> Result<Ou
             Err(e) => tracing::warn!(error = %e, "training reference task failed"),
         }
         let production = production_on_same_holdout(state, target, &set).await;
-        let (stage, reason) = gate(target, &report, production);
+        let first = production.is_none();
+        let (stage, reason) = match gate(target, &report, production) {
+            (ModelStage::Rejected, missed) if first && r.promote_first => (
+                ModelStage::Production,
+                format!(
+                    "promoted by `rpa-ml standalone` for the demo although it missed its gate ({missed}); \
+                     an operator would decide this (POST /api/v1/models/{target}/promote)"
+                ),
+            ),
+            decided => decided,
+        };
         store
             .set_model_stage(target, row.version, stage.clone(), Some(&reason))
             .await?;
