@@ -29,7 +29,19 @@ status=${PIPESTATUS[0]}
 echo "== schemathesis"
 bash scripts/schemathesis.sh
 fuzz=$?
+
+# The fault suite (kill -9s, Redis and PostgreSQL outages under load) on
+# the same binary; it counts as one test below.
+echo "== fault suite"
+bash scripts/faults.sh
+faults=$?
 set -e
+if [ "$faults" -eq 0 ]; then
+  echo "test result: ok. 1 passed; 0 failed; 0 ignored (fault suite)" >>"$log"
+else
+  echo "test result: FAILED. 0 passed; 1 failed; 0 ignored (fault suite)" >>"$log"
+  [ "$status" -ne 0 ] || status=$faults
+fi
 if [ "$fuzz" -eq 0 ]; then
   echo "test result: ok. 1 passed; 0 failed; 0 ignored (schemathesis)" >>"$log"
 else
