@@ -120,6 +120,15 @@ async fn reconcile(state: &WorkerState, leases: Leases) -> anyhow::Result<Reconc
         if present {
             continue;
         }
+        // The list was read before the queue was asked, one job at a time:
+        // under a backlog a job may have been claimed or finished meanwhile
+        // (its message consumed, hence missing). Only a row still queued
+        // for the same run is pushed again (a retry has its own run_at and
+        // its own push).
+        let now = state.store.get_job(&job.id).await?;
+        if !now.is_some_and(|n| n.state == JobState::Queued && n.run_at == job.run_at) {
+            continue;
+        }
         let msg = JobMessage {
             job_id: job.id.clone(),
             kind: job.kind,
