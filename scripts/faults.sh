@@ -7,7 +7,8 @@
 # checks what the ML store says:
 #   - every accepted job ended `succeeded`;
 #   - each job has exactly its prediction rows (projects × targets);
-#   - no job ran more than once, except those whose worker was killed and
+#   - no job ran more than once, except those whose worker was killed (each
+#     kill waits a moment for the worker to hold a running job) and
 #     those whose earlier attempt failed and was retried (a store outage in
 #     the middle of a job: the attempt ends, its worker writes the retry once
 #     the store is back, and only then does the next attempt start);
@@ -201,6 +202,14 @@ load() { # SMALL + BIG submissions spread over LOAD_SECS, one burst a second
 kill_worker() { # i
   local pid=${WORKER_PIDS[$1]} name
   name=$(sql "SELECT name FROM workers WHERE pid = $pid ORDER BY started_at DESC LIMIT 1" || true)
+  # Mid-job: wait (up to 40 looks, a few seconds) until the worker holds a
+  # running job.
+  local tries=0
+  while [ "$tries" -lt 40 ] &&
+    [ "$(sql "SELECT count(*) FROM jobs WHERE worker = '$name' AND state = 'running'" || echo 0)" = 0 ]; do
+    sleep 0.05
+    tries=$((tries + 1))
+  done
   kill -9 "$pid"
   wait "$pid" 2>/dev/null || true
   sql "SELECT id FROM jobs WHERE worker = '$name' AND state = 'running'" >>"$WORK/killed-jobs" || true
