@@ -14,7 +14,7 @@ use rpa_ml_shared::jobs::QueueName;
 use rpa_ml_worker::{WorkerOptions, WorkerState};
 
 use crate::cli::{Cli, Command, DemoArgs};
-use crate::setup::{bind, connect, init_telemetry, load_config, shutdown_token};
+use crate::setup::{bind, connect, init_telemetry, load_config, open_store, shutdown_token};
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -52,11 +52,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 Command::Scheduler => scheduler(config).await,
                 Command::Migrate => migrate(config).await,
                 Command::Backup { out } => {
-                    let store = open_store(&config).await?;
+                    let store = open_store(&config, 4).await?;
                     crate::backup::backup(&store, &out).await
                 }
                 Command::Restore { from } => {
-                    let store = open_store(&config).await?;
+                    let store = open_store(&config, 4).await?;
                     crate::backup::restore(&store, &from).await
                 }
                 Command::DemoData(_)
@@ -118,21 +118,6 @@ async fn scheduler(config: Arc<Config>) -> anyhow::Result<()> {
     let conns = connect(&config).await?;
     let shutdown = shutdown_token();
     rpa_ml_scheduler::run(config, conns.store, conns.queue, shutdown).await
-}
-
-/// The ML store alone (backup and restore need neither the queue nor the
-/// backend), migrated.
-async fn open_store(config: &Config) -> anyhow::Result<rpa_ml_shared::store::Store> {
-    let store = rpa_ml_shared::store::Store::connect(&config.ml_store_url, 4)
-        .await
-        .with_context(|| {
-            format!(
-                "ML_STORE_URL: cannot open {}",
-                rpa_ml_shared::config::redact_url(&config.ml_store_url)
-            )
-        })?;
-    store.migrate().await.context("migrating the ML store")?;
-    Ok(store)
 }
 
 async fn migrate(config: Arc<Config>) -> anyhow::Result<()> {

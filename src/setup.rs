@@ -42,8 +42,9 @@ pub struct Connections {
     pub backend: BackendDb,
 }
 
-pub async fn connect(config: &Config) -> anyhow::Result<Connections> {
-    let store = Store::connect(&config.ml_store_url, 16)
+/// The ML store with a pool of `pool` connections, migrated.
+pub async fn open_store(config: &Config, pool: u32) -> anyhow::Result<Store> {
+    let store = Store::connect(&config.ml_store_url, pool)
         .await
         .with_context(|| {
             format!(
@@ -52,6 +53,11 @@ pub async fn connect(config: &Config) -> anyhow::Result<Connections> {
             )
         })?;
     store.migrate().await.context("migrating the ML store")?;
+    Ok(store)
+}
+
+pub async fn connect(config: &Config) -> anyhow::Result<Connections> {
+    let store = open_store(config, 16).await?;
     let queue = match (&config.redis_url, &store) {
         (Some(url), _) => Queue::connect_redis(
             url,
