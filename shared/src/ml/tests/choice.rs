@@ -77,7 +77,12 @@ async fn a_blend_answers_the_weighted_mean_of_its_learners() {
             params,
             ..model.clone()
         };
-        let b = predict_rows(&as_model(Params::Boosted(boosted.clone())), &s.eval);
+        // A booster alone, the artifact every earlier retrain wrote, still
+        // loads and predicts.
+        let alone = as_model(Params::Boosted(boosted.clone()));
+        let (path, sha) = save_artifact(dir.path(), "boosted.json", &alone).unwrap();
+        assert_eq!(load_artifact(&path, &sha).unwrap(), alone);
+        let b = predict_rows(&alone, &s.eval);
         let l = predict_rows(&as_model(Params::Linear(linear.clone())), &s.eval);
         for w in [0.0, 0.3, 1.0] {
             let blend = as_model(Params::Blend(BlendedRegressor {
