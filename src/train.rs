@@ -96,6 +96,25 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<()> {
             r["learner"].as_str().unwrap_or("")
         );
     }
+    for (t, r) in &reports {
+        let Some(c) = r.get("learner_choice").filter(|c| !c.is_null()) else {
+            continue;
+        };
+        let figures: Vec<String> = c["validation"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| format!("{k} {:.4}", v.as_f64().unwrap_or(f64::NAN)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "{t:<16} chose {} on validation ({}): {}",
+            c["chosen"].as_str().unwrap_or(""),
+            figures.join(", "),
+            c["reason"].as_str().unwrap_or("")
+        );
+    }
     println!("skipped rows: {}", serde_json::to_string(&set.skipped)?);
     Ok(())
 }

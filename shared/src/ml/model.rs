@@ -18,7 +18,8 @@
 //! and its class probabilities are calibrated by construction. The answered
 //! class weighs those probabilities so that each class is answered about as
 //! often as it occurs (`OverrunRisk::decision_weights`). Linear models and
-//! the CART tree remain as baselines and references.
+//! the CART tree remain as baselines and references; a regression may ship
+//! as a blend of its booster and OLS when that wins on validation rows.
 
 use std::collections::BTreeMap;
 
@@ -195,6 +196,30 @@ pub(crate) enum Params {
     Boosted(BoostedRegressor),
     Ordinal(OrdinalBoosters),
     Overrun(OverrunRisk),
+    /// A regression answered as `weight` × the booster's answer plus
+    /// (1 - `weight`) × the linear model's, each clamped to the target's
+    /// range first; chosen per retrain on validation rows (see
+    /// `fit::choice`). Intervals are the booster's conformal radii (set on
+    /// this blend's own residuals) around the blended answer.
+    Blend(BlendedRegressor),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct BlendedRegressor {
+    pub boosted: BoostedRegressor,
+    /// Predicts days remaining (completion time) or the variance ratio.
+    pub linear: LinearModel,
+    /// The booster's share, 0..=1.
+    pub weight: f64,
+}
+
+/// A regression answer kept in the target's range: days remaining are not
+/// negative nor beyond a century, a variance not below -1.
+pub(crate) fn clamp_answer(target: Target, v: f64) -> f64 {
+    match target {
+        Target::CompletionTime => v.clamp(0.0, MAX_REMAINING_DAYS),
+        Target::BudgetVariance | Target::Risk => v.max(-1.0),
+    }
 }
 
 /// Everything needed to predict, serde-able as the artifact.
@@ -326,27 +351,14 @@ impl TrainedModel {
                     contributions: Vec::new(),
                 })
                 .collect(),
-            Params::Boosted(b) => {
-                let x = Columns::from_rows(rows, width);
-                let scores = b.booster.predict(&x);
-                let contribs = b.booster.contributions(&x);
-                scores
-                    .iter()
-                    .zip(contribs)
-                    .map(|(s, c)| {
-                        // Back to the transformed scale: z = mean + sd·score,
-                        // the bias carrying the mean.
-                        let z = b.mean + b.sd * s;
-                        let mut c: Vec<f64> = c.iter().map(|v| v * b.sd).collect();
-                        if let Some(bias) = c.last_mut() {
-                            *bias += b.mean;
-                        }
-                        Raw {
-                            scores: vec![z],
-                            contributions: vec![c],
-                        }
-                    })
-                    .collect()
+            Params::Boosted(b) => boosted_raw(b, rows, width),
+            Params::Blend(m) => {
+                let mut raw = boosted_raw(&m.boosted, rows, width);
+                for (r, x) in raw.iter_mut().zip(rows) {
+                    r.scores.push(m.linear.predict(x));
+                    r.contributions.push(m.linear.contributions(x));
+                }
+                raw
             }
             Params::Overrun(o) => {
                 let x = Columns::from_rows(rows, width);
@@ -415,28 +427,20 @@ impl TrainedModel {
                 let (value, interval, contributions) = match params {
                     Params::Boosted(b) => {
                         let z = raw.scores[0];
-                        let y = b.transform.inverse(z);
-                        let c = &raw.contributions[0];
-                        let bias = c.last().copied().unwrap_or(z);
-                        // Scale the log-scale parts by the secant slope of the
-                        // inverse between the bias and the prediction: signs
-                        // kept, and they add up to (prediction - bias) in units.
-                        let slope = if (z - bias).abs() > 1e-9 {
-                            (y - b.transform.inverse(bias)) / (z - bias)
-                        } else {
-                            z.clamp(-700.0, 700.0).exp()
-                        };
-                        let parts: Vec<f64> = c[..c.len().saturating_sub(1)]
+                        let (y, parts) = boosted_answer(b, z, &raw.contributions[0]);
+                        (y, intervals(b, z, row), parts)
+                    }
+                    Params::Blend(m) => {
+                        let (b, w) = (&m.boosted, m.weight);
+                        let (y, parts) = boosted_answer(b, raw.scores[0], &raw.contributions[0]);
+                        let value = w * clamp_answer(target, y)
+                            + (1.0 - w) * clamp_answer(target, raw.scores[1]);
+                        let parts = parts
                             .iter()
-                            .map(|v| v * slope)
+                            .zip(&raw.contributions[1])
+                            .map(|(p, l)| w * p + (1.0 - w) * l)
                             .collect();
-                        let interval = b.intervals.as_ref().map(|cal| {
-                            cal.radii(row.elapsed_days, &row.values)
-                                .iter()
-                                .map(|r| [b.transform.inverse(z - r), b.transform.inverse(z + r)])
-                                .collect::<Vec<_>>()
-                        });
-                        (y, interval, parts)
+                        (value, intervals(b, b.transform.forward(value), row), parts)
                     }
                     Params::Linear(_) => (raw.scores[0], None, raw.contributions[0].clone()),
                     _ => return Prediction::default(),
@@ -539,6 +543,59 @@ impl TrainedModel {
             })
             .collect()
     }
+}
+
+/// A booster's scores on its transformed scale, with its contributions
+/// there (features, then the bias carrying the mean).
+fn boosted_raw(b: &BoostedRegressor, rows: &[&[f64]], width: usize) -> Vec<Raw> {
+    let x = Columns::from_rows(rows, width);
+    let scores = b.booster.predict(&x);
+    let contribs = b.booster.contributions(&x);
+    scores
+        .iter()
+        .zip(contribs)
+        .map(|(s, c)| {
+            // Back to the transformed scale: z = mean + sd·score.
+            let z = b.mean + b.sd * s;
+            let mut c: Vec<f64> = c.iter().map(|v| v * b.sd).collect();
+            if let Some(bias) = c.last_mut() {
+                *bias += b.mean;
+            }
+            Raw {
+                scores: vec![z],
+                contributions: vec![c],
+            }
+        })
+        .collect()
+}
+
+/// The booster's answer in units for its score `z`, and the features'
+/// parts of it: the log-scale parts scaled by the secant slope of the
+/// inverse between the bias and the prediction (signs kept, and they add up
+/// to prediction - bias in units).
+fn boosted_answer(b: &BoostedRegressor, z: f64, c: &[f64]) -> (f64, Vec<f64>) {
+    let y = b.transform.inverse(z);
+    let bias = c.last().copied().unwrap_or(z);
+    let slope = if (z - bias).abs() > 1e-9 {
+        (y - b.transform.inverse(bias)) / (z - bias)
+    } else {
+        z.clamp(-700.0, 700.0).exp()
+    };
+    let parts = c[..c.len().saturating_sub(1)]
+        .iter()
+        .map(|v| v * slope)
+        .collect();
+    (y, parts)
+}
+
+/// The conformal intervals (in units) around `z` on the transformed scale.
+fn intervals(b: &BoostedRegressor, z: f64, row: &FeatureRow) -> Option<Vec<[f64; 2]>> {
+    b.intervals.as_ref().map(|cal| {
+        cal.radii(row.elapsed_days, &row.values)
+            .iter()
+            .map(|r| [b.transform.inverse(z - r), b.transform.inverse(z + r)])
+            .collect()
+    })
 }
 
 /// A row's scores on the model's scale and each score's contributions

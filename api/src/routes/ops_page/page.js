@@ -177,6 +177,19 @@ function baselinesTitle(m) {
     .join("\n");
 }
 
+// The learner choice of a regression: every candidate's and baseline's
+// validation figure (rows inside the training data, not the hold-out).
+function learnerCell(v, m) {
+  const c = m.learner_choice;
+  if (!c) return el("td", {}, v.learner);
+  const figures = Object.entries(c.validation || {})
+    .map(([name, x]) => `${name}: ${num(x, 4)}${name === c.chosen ? " (chosen)" : ""}`)
+    .join("\n");
+  const title = `validation on ${c.validation_projects} training projects, ${c.validation_rows} rows\n${figures}\n${c.reason}`;
+  return el("td", { title }, v.learner,
+    el("span", { class: "sub muted" }, `chosen on validation: ${c.chosen}`));
+}
+
 function renderModels(data) {
   const parts = [];
   for (const [target, t] of Object.entries(data.targets)) {
@@ -188,7 +201,7 @@ function renderModels(data) {
       return el("tr", {},
         el("td", {}, `v${v.version}`),
         el("td", { class: `stage-${v.stage}` }, v.stage),
-        el("td", {}, v.learner),
+        learnerCell(v, m),
         el("td", {}, m.metric || "–"),
         el("td", { class: "num", title: m.macro_f1 === undefined || m.macro_f1 === null ? "" : `macro-F1 ${num(m.macro_f1, 3)}` }, num(m.holdout, 4)),
         el("td", { class: "num", title: baselinesTitle(m) }, num(m.baseline, 4),

@@ -23,7 +23,7 @@ use crate::ml::training::{Snapshot, TrainingSet};
 use super::learners::{Fitted, centres, fit_boosted};
 use super::risk::RiskScores;
 use super::split::{Split, newest_share, projects_of, values};
-use super::{TrainError, feature_rows};
+use super::{TrainError, feature_rows, predict_rows};
 
 /// Share of the training projects, most recently closed, that calibrate
 /// risk's overrun distribution (the hold-out that reports accuracy is never
@@ -165,8 +165,18 @@ pub(super) fn holdout_conformal(
     s: &Split<'_>,
     seed: u64,
 ) -> Option<(BTreeMap<String, f64>, BTreeMap<String, f64>)> {
-    let Params::Boosted(m) = &mut model.params else {
-        return None;
+    let errors = match &model.params {
+        Params::Boosted(m) => residuals(m, &s.eval, &s.eval_y),
+        // A blend's own residuals on the booster's scale.
+        Params::Blend(m) => {
+            let t = m.boosted.transform;
+            predict_rows(model, &s.eval)
+                .iter()
+                .zip(&s.eval_y)
+                .map(|(p, y)| t.forward(*y) - t.forward(p.0))
+                .collect()
+        }
+        _ => return None,
     };
     let mut projects = projects_of(&s.eval);
     projects.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0xc04e_7a6e));
@@ -178,18 +188,18 @@ pub(super) fn holdout_conformal(
     let half_of = |r: &Snapshot| half.get(&r.project).copied().unwrap_or(0);
     let mut all = vec![Vec::new(); CALIBRATION_GROUPS];
     let mut halves = [all.clone(), all.clone()];
-    for (r, e) in s.eval.iter().zip(residuals(m, &s.eval, &s.eval_y)) {
+    for (r, e) in s.eval.iter().zip(errors) {
         let g = calibration_group(r.elapsed_days, &r.values);
         all[g].push(e);
         halves[half_of(r)][g].push(e);
     }
     let cross = [conformal_radii(&halves[1]), conformal_radii(&halves[0])];
-    m.intervals = conformal_radii(&all);
+    *conformal_slot(&mut model.params)? = conformal_radii(&all);
     let mut total = IntervalCounts::default();
     for (h, radii) in cross.into_iter().enumerate() {
         let mut judge = model.clone();
-        if let Params::Boosted(b) = &mut judge.params {
-            b.intervals = Some(radii?);
+        if let Some(slot) = conformal_slot(&mut judge.params) {
+            *slot = Some(radii?);
         }
         let (rows, y): (Vec<&Snapshot>, Vec<f64>) = s
             .eval
@@ -214,6 +224,15 @@ pub(super) fn holdout_conformal(
         by_level(&|k| total.hits[k] as f64 / total.rows as f64),
         by_level(&|k| total.width[k] / total.rows as f64),
     ))
+}
+
+/// Where a regression keeps its conformal radii.
+fn conformal_slot(params: &mut Params) -> Option<&mut Option<Conformal>> {
+    match params {
+        Params::Boosted(b) => Some(&mut b.intervals),
+        Params::Blend(m) => Some(&mut m.boosted.intervals),
+        _ => None,
+    }
 }
 
 /// Sorted residuals per group; a group with too few rows borrows the pool.

@@ -6,6 +6,9 @@
 //! - `calibration`: risk's overrun residuals and decision weights (from a
 //!   slice of the training projects), conformal radii (from the hold-out);
 //! - `learners`: the boosters fitted on the chosen parameters;
+//! - `choice`: for the regressions, the learner shipped (booster, OLS on
+//!   every feature, or a blend; a baseline if it beats them all), chosen on
+//!   validation rows inside the training data;
 //! - `report`: the honest report against the `baselines` on the same
 //!   held-out rows.
 //!
@@ -18,6 +21,7 @@
 
 mod baselines;
 mod calibration;
+mod choice;
 mod learners;
 mod report;
 mod risk;
@@ -30,15 +34,18 @@ use std::time::Instant;
 
 use super::features::FEATURE_SET_VERSION;
 use super::metrics::{accuracy, mae};
-use super::model::TrainedModel;
+use super::model::{BlendedRegressor, Params, TrainedModel};
 use super::training::{RiskClass, Snapshot, TrainingSet};
 use super::{Metric, Target};
 use calibration::{CALIBRATION_SHARE, calibrate_overrun, holdout_conformal};
+pub(crate) use choice::{Pick, fit_baseline};
+use choice::{choose, fit_all_features};
 use learners::{fit_boosted, learner_name, wrap};
 use report::report;
 use search::search;
 use split::values;
 
+pub use choice::LearnerChoice;
 pub use report::{ClassFrequencies, TrainReport};
 pub use search::{CvReport, CvTrial};
 
@@ -47,6 +54,7 @@ pub(crate) use split::split;
 // Only the labs and tests reach these from outside the stages.
 #[cfg(test)]
 pub(crate) use baselines::fit_tree;
+
 #[cfg(test)]
 pub(crate) use learners::fit_ordinal;
 
@@ -253,8 +261,46 @@ pub fn train(
         r.residuals = c.residuals;
         r.decision_weights = c.weights;
     }
-    let learner = learner_name(target, &params);
-    let mut model = wrap(target, set, fitted, learner);
+    let mut learner = learner_name(target, &params);
+    let choice = match target {
+        Target::Risk => None,
+        Target::CompletionTime | Target::BudgetVariance => {
+            opts.report("choosing", search_share + (1.0 - search_share) * 0.6);
+            choose(target, set, &s, &params, opts.seed)?
+        }
+    };
+    let mut model = wrap(target, set, fitted, learner.clone());
+    match choice.as_ref().map(|c| c.0) {
+        None => {}
+        Some(Pick::Blend(w)) if w >= 1.0 => {}
+        Some(Pick::Blend(w)) => {
+            let Params::Boosted(boosted) = model.params else {
+                return Err(TrainError::Fit(format!("{target}: no booster to blend")));
+            };
+            let linear = fit_all_features(&s.train, &s.train_y)?;
+            learner = if w <= 0.0 {
+                "OLS on all features (standardized), intervals from its own residuals".to_string()
+            } else {
+                format!(
+                    "blend: {w:.1} x {learner} + {:.1} x OLS on all features",
+                    1.0 - w
+                )
+            };
+            model.params = Params::Blend(BlendedRegressor {
+                boosted,
+                linear,
+                weight: w,
+            });
+        }
+        Some(pick) => {
+            model.params = Params::Linear(fit_baseline(target, pick, &s.train, &s.train_y)?);
+            learner = format!(
+                "baseline {}, no intervals",
+                choice.as_ref().map_or("", |c| c.1.chosen.as_str())
+            );
+        }
+    }
+    model.learner = learner;
     let coverage = holdout_conformal(&mut model, &s, opts.seed);
 
     opts.report("evaluating", search_share + (1.0 - search_share) * 0.8);
@@ -276,6 +322,7 @@ pub fn train(
         );
     }
     report.cv = cv;
+    report.learner_choice = choice.map(|c| c.1);
     report.train_seconds = started.elapsed().as_secs_f64();
     opts.report("evaluating", 1.0);
     Ok((model, report))

@@ -14,7 +14,7 @@ use crate::ml::{Metric, Target};
 
 use super::baselines::{fit_tree, linear_baseline, logistic_baseline};
 use super::split::Split;
-use super::{CvReport, TrainError, TrainOptions, better, metric_of, predict_rows};
+use super::{CvReport, LearnerChoice, TrainError, TrainOptions, better, metric_of, predict_rows};
 
 /// Risk calibration on the hold-out: how often each class was answered,
 /// its mean predicted probability, and how often it occurred.
@@ -77,6 +77,12 @@ pub struct TrainReport {
     /// The search, when tuning was on.
     #[serde(default)]
     pub cv: Option<CvReport>,
+    /// Regressions: the learner chosen on validation rows inside the
+    /// training data, why, and every candidate's validation MAE; `None`
+    /// for risk, for reports older than the choice, and when the training
+    /// projects are too few for a validation slice (the booster ships).
+    #[serde(default)]
+    pub learner_choice: Option<LearnerChoice>,
     /// Hold-out coverage of the conformal intervals by level ("0.8", "0.9").
     #[serde(default)]
     pub interval_coverage: Option<BTreeMap<String, f64>>,
@@ -280,6 +286,7 @@ pub(super) fn report(
         learner: model.learner.clone(),
         params: serde_json::Value::Null,
         cv: None,
+        learner_choice: None,
         interval_coverage: None,
         interval_mean_width: None,
         macro_f1: macro_f1_v,

@@ -7,6 +7,7 @@
 
 mod backend_mess;
 mod baselines;
+mod choice;
 mod experiment;
 mod features;
 mod training;
