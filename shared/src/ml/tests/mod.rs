@@ -32,6 +32,7 @@ pub(crate) async fn demo_sqlite(dir: &Path, projects: usize, seed: u64) -> PathB
         seed,
         as_of: as_of(),
         shift: None,
+        long_projects: None,
     });
     write_sqlite(&path, &data).await.unwrap();
     path
