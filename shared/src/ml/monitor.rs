@@ -8,7 +8,6 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 use super::drift::Reference;
 use super::features::{FEATURE_SET_VERSION, FeatureRow, compute, feature_names};
-use super::fit::feature_rows;
 use super::history::{self, Skips, TeamRecords};
 use super::training::{RiskClass, TrainingSet, closed_project};
 use super::{Prediction, Target, TrainedModel};
@@ -48,28 +47,23 @@ pub const CALENDAR_FEATURES: [&str; 4] = [
 ];
 
 /// The training reference of `model`, on the planning view: binned
-/// features of its training projects as of their start (the start
-/// snapshots, hold-out excluded: one row per project) and the distribution
-/// of its predictions on them.
+/// features of every project that had started when the training set was
+/// built (open or closed, hold-out included: one row per project, as of its
+/// start) and the distribution of its predictions on them.
 ///
-/// Why the start and not every snapshot: projects still open today are a
-/// different cross-section from snapshots of closed projects (the long
-/// ones have not closed yet), so progress features would differ on a
-/// perfectly stable backend. As of its start, a project seen today and a
-/// training project are observed the same way.
+/// This is the population the drift window is drawn from: the window holds
+/// every project started recently, whatever its status, observed as of its
+/// start by the same extraction and predicted by the same call. A reference
+/// of closed projects only would over-represent short projects (long ones
+/// have not closed yet), so any start feature that predicts duration, and
+/// the predictions themselves, would differ from every window on a
+/// perfectly stable backend. Only as of the start are open and closed
+/// projects observed alike (progress features would differ otherwise).
 pub fn training_reference(model: &TrainedModel, set: &TrainingSet) -> Reference {
     let target = model.target();
-    let rows: Vec<_> = set
-        .rows
-        .iter()
-        .filter(|r| {
-            let p = &set.projects[r.project];
-            r.at_start && !p.holdout && set.defined(target, p)
-        })
-        .collect();
-    let values: Vec<Vec<f64>> = rows.iter().map(|r| r.values.clone()).collect();
+    let values: Vec<Vec<f64>> = set.starts.iter().map(|r| r.values.clone()).collect();
     let preds: Vec<f64> = model
-        .predict_many(&feature_rows(rows.iter().copied()))
+        .predict_many(&set.starts)
         .iter()
         .filter_map(|p| prediction_scalar(target, p))
         .collect();
