@@ -59,11 +59,18 @@ pub const CALENDAR_FEATURES: [&str; 4] = [
 /// the predictions themselves, would differ from every window on a
 /// perfectly stable backend. Only as of the start are open and closed
 /// projects observed alike (progress features would differ otherwise).
+///
+/// The reference period is the recent past: the [`REFERENCE_DAYS`] before
+/// the latest start, widened to the latest [`REFERENCE_MIN_ROWS`] starts on
+/// a quiet backend. A team's track record grows with the calendar and the
+/// model reads it, so predictions on starts from years ago differ from
+/// today's on a population that never changed.
 pub fn training_reference(model: &TrainedModel, set: &TrainingSet) -> Reference {
     let target = model.target();
-    let values: Vec<Vec<f64>> = set.starts.iter().map(|r| r.values.clone()).collect();
+    let starts = reference_period(&set.starts);
+    let values: Vec<Vec<f64>> = starts.iter().map(|r| r.values.clone()).collect();
     let preds: Vec<f64> = model
-        .predict_many(&set.starts)
+        .predict_many(&starts)
         .iter()
         .filter_map(|p| prediction_scalar(target, p))
         .collect();
@@ -75,6 +82,24 @@ pub fn training_reference(model: &TrainedModel, set: &TrainingSet) -> Reference 
         &preds,
         categories(target),
     )
+}
+
+/// Days of starts the reference covers (see `training_reference`).
+pub const REFERENCE_DAYS: i64 = 180;
+/// At least this many starts when the backend has them.
+pub const REFERENCE_MIN_ROWS: usize = 400;
+
+/// The starts of the reference period, in their original order.
+fn reference_period(starts: &[FeatureRow]) -> Vec<FeatureRow> {
+    let mut dates: Vec<DateTime<Utc>> = starts.iter().map(|r| r.as_of).collect();
+    dates.sort_unstable_by(|a, b| b.cmp(a));
+    let Some(latest) = dates.first() else {
+        return Vec::new();
+    };
+    let by_days = *latest - Duration::days(REFERENCE_DAYS);
+    let by_rows = dates[REFERENCE_MIN_ROWS.min(dates.len()) - 1];
+    let from = by_days.min(by_rows);
+    starts.iter().filter(|r| r.as_of >= from).cloned().collect()
 }
 
 /// A closed project's actual outcome for one target.
