@@ -7,6 +7,7 @@
 
 mod backend_mess;
 mod baselines;
+mod drift_population;
 mod experiment;
 mod features;
 mod training;
