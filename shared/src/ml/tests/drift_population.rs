@@ -72,6 +72,8 @@ struct Tally {
     sizes: (usize, usize),
     /// Windows whose score crosses the retraining threshold (a retrain).
     detected: usize,
+    /// (days after the first check, score, prediction distance) of those.
+    detected_days: Vec<(i64, f64, f64)>,
     /// Windows naming at least one feature or the predictions.
     any_flag: usize,
     flagged_features: Vec<String>,
@@ -110,7 +112,11 @@ async fn daily_checks(db: &BackendDb, model: &TrainedModel, reference: &Referenc
         let w = compare_window(reference, &rows, &preds, &settings);
         t.windows += 1;
         t.sizes = (t.sizes.0.min(rows.len()), t.sizes.1.max(rows.len()));
-        t.detected += usize::from(w.insufficient.is_none() && w.score > RETRAIN_THRESHOLD);
+        if w.insufficient.is_none() && w.score > RETRAIN_THRESHOLD {
+            t.detected += 1;
+            t.detected_days
+                .push((CHECKS - day, w.score, w.prediction.score));
+        }
         let named: Vec<String> = w
             .features
             .iter()
@@ -145,43 +151,70 @@ async fn a_stable_backend_of_long_projects_raises_no_drift_and_a_shifted_one_doe
         "the backend should leave many long projects open: {closed} of {} closed",
         set.starts.len()
     );
+    // Two references: built at the backend's today (the windows lie in its
+    // period), and as a retrain would have built it just before the first
+    // window opened (every window out of its sample, the last check eighty
+    // days after it, while the teams' track records grow).
+    let loaded = history::load(&stable, crate::backend::Scope::All)
+        .await
+        .unwrap();
+    let before_windows = day_start(as_of()) - Duration::days(CHECKS + 30);
+    let earlier =
+        crate::ml::training::from_histories(&loaded.projects, loaded.skips, before_windows);
+    assert!(
+        earlier.starts.iter().all(|r| r.as_of < before_windows),
+        "the earlier reference must not hold a window's project"
+    );
     for target in [Target::CompletionTime, Target::Risk] {
         let (model, _) = train(target, &set, &opts(target)).unwrap();
-        let reference = training_reference(&model, &set);
-        println!("{target}: reference of {} starts", reference.rows);
-        let old = closed_only_reference(&model, &set);
-
-        let fixed = daily_checks(&stable, &model, &reference).await;
-        let before = daily_checks(&stable, &model, &old).await;
-        let moved = daily_checks(&shifted, &model, &reference).await;
-        println!(
-            "{target}: stable windows of {}-{} projects: false-alarm rate {:.2} ({} of {} checks over the threshold), \
-             windows naming anything {} ({:?}); \
-             closed-only reference on the same windows: false-alarm rate {:.2}, windows naming anything {}; \
-             shifted windows: detection rate {:.2} ({} of {})",
-            fixed.sizes.0,
-            fixed.sizes.1,
-            rate(fixed.detected, fixed.windows),
-            fixed.detected,
-            fixed.windows,
-            fixed.any_flag,
-            fixed.flagged_features,
-            rate(before.detected, before.windows),
-            before.any_flag,
-            rate(moved.detected, moved.windows),
-            moved.detected,
-            moved.windows,
-        );
-        assert!(fixed.sizes.0 >= 25 && fixed.sizes.1 <= 110, "{fixed:?}");
-        assert_eq!(
-            fixed.detected, 0,
-            "stable windows enqueued retrains: {fixed:?}"
-        );
-        assert!(
-            moved.detected * 10 >= moved.windows * 9,
-            "shifted windows caught {} of {}",
-            moved.detected,
-            moved.windows
-        );
+        for (when, starts) in [("today", &set), ("80 days before", &earlier)] {
+            let reference = training_reference(&model, starts);
+            let old = closed_only_reference(&model, starts);
+            let fixed = daily_checks(&stable, &model, &reference).await;
+            let before = daily_checks(&stable, &model, &old).await;
+            let moved = daily_checks(&shifted, &model, &reference).await;
+            println!(
+                "{target}, reference built {when} from {} starts: stable windows of {}-{} projects: \
+                 false-alarm rate {:.2} ({} of {} checks over the threshold {:?}), windows naming anything {} ({:?}); \
+                 closed-only reference ({} rows) on the same windows: false-alarm rate {:.2}, windows naming anything {}; \
+                 shifted windows: detection rate {:.2} ({} of {})",
+                reference.rows,
+                fixed.sizes.0,
+                fixed.sizes.1,
+                rate(fixed.detected, fixed.windows),
+                fixed.detected,
+                fixed.windows,
+                fixed.detected_days,
+                fixed.any_flag,
+                fixed.flagged_features,
+                old.rows,
+                rate(before.detected, before.windows),
+                before.any_flag,
+                rate(moved.detected, moved.windows),
+                moved.detected,
+                moved.windows,
+            );
+            assert!(fixed.sizes.0 >= 25 && fixed.sizes.1 <= 110, "{fixed:?}");
+            if when == "today" {
+                assert_eq!(
+                    fixed.detected, 0,
+                    "stable windows enqueued retrains: {fixed:?}"
+                );
+            } else {
+                // Out of sample, the calendar moves the predictions a little
+                // (see the report): rare, and far below the old reference.
+                assert!(fixed.detected * 10 <= fixed.windows, "{fixed:?}");
+            }
+            assert!(
+                fixed.detected < before.detected,
+                "the closed-only reference alarmed less: {before:?}"
+            );
+            assert!(
+                moved.detected * 10 >= moved.windows * 9,
+                "shifted windows caught {} of {}",
+                moved.detected,
+                moved.windows
+            );
+        }
     }
 }
