@@ -60,14 +60,24 @@ pub const CALENDAR_FEATURES: [&str; 4] = [
 /// perfectly stable backend. Only as of the start are open and closed
 /// projects observed alike (progress features would differ otherwise).
 ///
-/// The reference period is the recent past: the [`REFERENCE_DAYS`] before
-/// the latest start, widened to the latest [`REFERENCE_MIN_ROWS`] starts on
-/// a quiet backend. A team's track record grows with the calendar and the
-/// model reads it, so predictions on starts from years ago differ from
-/// today's on a population that never changed.
+/// The reference period is the population the model learnt from: it ends
+/// at the latest start of a training project (hold-out excluded), so that
+/// starts too recent to have closed into the training data (a shift
+/// under way) are what the window is checked for, not part of the
+/// reference. It spans the [`REFERENCE_DAYS`] before that end, widened to
+/// the latest [`REFERENCE_MIN_ROWS`] starts on a quiet backend: a team's
+/// track record grows with the calendar and the model reads it, so
+/// predictions on starts from years ago differ from today's on a
+/// population that never changed.
 pub fn training_reference(model: &TrainedModel, set: &TrainingSet) -> Reference {
     let target = model.target();
-    let starts = reference_period(&set.starts);
+    let end = set
+        .projects
+        .iter()
+        .filter(|p| !p.holdout)
+        .map(|p| day_start(p.start))
+        .max();
+    let starts = reference_period(&set.starts, end);
     let values: Vec<Vec<f64>> = starts.iter().map(|r| r.values.clone()).collect();
     let preds: Vec<f64> = model
         .predict_many(&starts)
@@ -89,8 +99,13 @@ pub const REFERENCE_DAYS: i64 = 180;
 /// At least this many starts when the backend has them.
 pub const REFERENCE_MIN_ROWS: usize = 400;
 
-/// The starts of the reference period, in their original order.
-fn reference_period(starts: &[FeatureRow]) -> Vec<FeatureRow> {
+/// The starts of the reference period ending at `end` (all of them when
+/// `None`), in their original order.
+fn reference_period(starts: &[FeatureRow], end: Option<DateTime<Utc>>) -> Vec<FeatureRow> {
+    let starts: Vec<&FeatureRow> = starts
+        .iter()
+        .filter(|r| end.is_none_or(|e| r.as_of <= e))
+        .collect();
     let mut dates: Vec<DateTime<Utc>> = starts.iter().map(|r| r.as_of).collect();
     dates.sort_unstable_by(|a, b| b.cmp(a));
     let Some(latest) = dates.first() else {
@@ -99,7 +114,11 @@ fn reference_period(starts: &[FeatureRow]) -> Vec<FeatureRow> {
     let by_days = *latest - Duration::days(REFERENCE_DAYS);
     let by_rows = dates[REFERENCE_MIN_ROWS.min(dates.len()) - 1];
     let from = by_days.min(by_rows);
-    starts.iter().filter(|r| r.as_of >= from).cloned().collect()
+    starts
+        .into_iter()
+        .filter(|r| r.as_of >= from)
+        .cloned()
+        .collect()
 }
 
 /// A closed project's actual outcome for one target.

