@@ -171,6 +171,7 @@ async fn demo_data(args: DemoArgs) -> anyhow::Result<()> {
         seed: args.seed,
         as_of,
         shift: args.shift,
+        long_projects: None,
     });
     let s = data.summary();
     let target = if let Some(out) = &args.out {

@@ -81,6 +81,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             seed: 42,
             as_of: chrono::Utc::now().date_naive(),
             shift: None,
+            long_projects: None,
         });
         demo::write_sqlite(&path, &data).await?;
     }

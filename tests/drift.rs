@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{Mode, TestEnv, bin};
+use rpa_ml_shared::store::ModelDocument;
 use serde_json::{Value, json};
 
 /// A fresh demo backend "as of" today (the drift window ends now).
@@ -269,6 +270,40 @@ async fn a_stable_backend_is_not_called_drift_and_the_endpoints_keep_their_shape
         r["message"]
             .as_str()
             .is_some_and(|m| m.contains("before training references")),
+        "{r}"
+    );
+    assert_eq!(r["drift_detected"], false);
+
+    // A reference of format 1 (closed projects only, which cried wolf on
+    // stable backends) is reported as missing, not compared with.
+    let probe = env.store().await;
+    let (target, v) = (
+        rpa_ml_shared::ml::Target::CompletionTime,
+        i32::try_from(version).expect("version"),
+    );
+    let mut old = probe
+        .store
+        .model_document(target, v, ModelDocument::DriftReference)
+        .await
+        .expect("read the reference")
+        .expect("a reference");
+    assert_eq!(old["version"], 2, "this build writes format 2");
+    old["version"] = json!(1);
+    probe
+        .store
+        .set_model_document(target, v, ModelDocument::DriftReference, &old)
+        .await
+        .expect("write the reference");
+    check(&env).await;
+    let (_, body) = c
+        .get("/api/v1/monitoring/drift?target=completion_time")
+        .await;
+    let r = &body["reports"][0];
+    assert_eq!(r["status"], "no_reference", "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("format 1") && m.contains("retrain")),
         "{r}"
     );
     assert_eq!(r["drift_detected"], false);

@@ -296,6 +296,7 @@ mod tests {
             seed: 1,
             as_of: chrono::NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
             shift: None,
+            long_projects: None,
         });
         crate::demo::write_sqlite(&path, &data).await.unwrap();
         let db = BackendDb::connect(path.to_str().unwrap(), 2).await.unwrap();

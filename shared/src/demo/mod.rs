@@ -23,6 +23,21 @@ pub struct DemoConfig {
     /// `Some(s)`: projects started in the last 90 days come from a population
     /// with more complexity, processes and integrated systems, scaled by `s`.
     pub shift: Option<f64>,
+    /// `Some`: a young backend of slow projects (see [`LongProjects`]).
+    pub long_projects: Option<LongProjects>,
+}
+
+/// A backend where long projects are common and history is short, so that
+/// few of the long ones have closed yet: the closed projects are then a
+/// biased sample of the projects started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LongProjects {
+    /// Projects start over this many days before `as_of` (instead of about
+    /// four years).
+    pub history_days: i64,
+    /// Planned and actual durations are this many times the default ones
+    /// (the team's capacity is divided by it).
+    pub duration_scale: f64,
 }
 
 /// How a timestamp is spelled in SQLite; real backends mix them.
@@ -204,6 +219,7 @@ mod tests {
             seed,
             as_of: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
             shift: None,
+            long_projects: None,
         }
     }
 
@@ -307,6 +323,7 @@ mod tests {
         let base = generate(&cfg(500, 5));
         let shifted = generate(&DemoConfig {
             shift: Some(1.0),
+            long_projects: None,
             ..cfg(500, 5)
         });
         let recent = |p: &ProjectRow| {

@@ -19,8 +19,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-/// Bumped when the reference format or the binning changes.
-pub const REFERENCE_VERSION: u32 = 1;
+/// Bumped when the reference format, the binning or the population changes.
+/// 2: drawn from every project started (open or closed) as of its start;
+/// 1 was the closed training projects only, a biased sample (see
+/// `ml::training_reference`), which a drift check no longer uses.
+pub const REFERENCE_VERSION: u32 = 2;
 /// Quantile bins for a numeric feature (fewer when values repeat).
 const NUMERIC_BINS: usize = 10;
 /// At most this many distinct training values make a feature categorical.

@@ -8,7 +8,6 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 use super::drift::Reference;
 use super::features::{FEATURE_SET_VERSION, FeatureRow, compute, feature_names};
-use super::fit::feature_rows;
 use super::history::{self, Skips, TeamRecords};
 use super::training::{RiskClass, TrainingSet, closed_project};
 use super::{Prediction, Target, TrainedModel};
@@ -48,28 +47,40 @@ pub const CALENDAR_FEATURES: [&str; 4] = [
 ];
 
 /// The training reference of `model`, on the planning view: binned
-/// features of its training projects as of their start (the start
-/// snapshots, hold-out excluded: one row per project) and the distribution
-/// of its predictions on them.
+/// features of every project that had started when the training set was
+/// built (open or closed, hold-out included: one row per project, as of its
+/// start) and the distribution of its predictions on them.
 ///
-/// Why the start and not every snapshot: projects still open today are a
-/// different cross-section from snapshots of closed projects (the long
-/// ones have not closed yet), so progress features would differ on a
-/// perfectly stable backend. As of its start, a project seen today and a
-/// training project are observed the same way.
+/// This is the population the drift window is drawn from: the window holds
+/// every project started recently, whatever its status, observed as of its
+/// start by the same extraction and predicted by the same call. A reference
+/// of closed projects only would over-represent short projects (long ones
+/// have not closed yet), so any start feature that predicts duration, and
+/// the predictions themselves, would differ from every window on a
+/// perfectly stable backend. Only as of the start are open and closed
+/// projects observed alike (progress features would differ otherwise).
+///
+/// The reference period is the population the model learnt from: it ends
+/// at the latest start of a training project (hold-out excluded), so that
+/// starts too recent to have closed into the training data (a shift
+/// under way) are what the window is checked for, not part of the
+/// reference. It spans the [`REFERENCE_DAYS`] before that end, widened to
+/// the latest [`REFERENCE_MIN_ROWS`] starts on a quiet backend: a team's
+/// track record grows with the calendar and the model reads it, so
+/// predictions on starts from years ago differ from today's on a
+/// population that never changed.
 pub fn training_reference(model: &TrainedModel, set: &TrainingSet) -> Reference {
     let target = model.target();
-    let rows: Vec<_> = set
-        .rows
+    let end = set
+        .projects
         .iter()
-        .filter(|r| {
-            let p = &set.projects[r.project];
-            r.at_start && !p.holdout && set.defined(target, p)
-        })
-        .collect();
-    let values: Vec<Vec<f64>> = rows.iter().map(|r| r.values.clone()).collect();
+        .filter(|p| !p.holdout)
+        .map(|p| day_start(p.start))
+        .max();
+    let starts = reference_period(&set.starts, end);
+    let values: Vec<Vec<f64>> = starts.iter().map(|r| r.values.clone()).collect();
     let preds: Vec<f64> = model
-        .predict_many(&feature_rows(rows.iter().copied()))
+        .predict_many(&starts)
         .iter()
         .filter_map(|p| prediction_scalar(target, p))
         .collect();
@@ -81,6 +92,33 @@ pub fn training_reference(model: &TrainedModel, set: &TrainingSet) -> Reference 
         &preds,
         categories(target),
     )
+}
+
+/// Days of starts the reference covers (see `training_reference`).
+pub const REFERENCE_DAYS: i64 = 180;
+/// At least this many starts when the backend has them.
+pub const REFERENCE_MIN_ROWS: usize = 400;
+
+/// The starts of the reference period ending at `end` (all of them when
+/// `None`), in their original order.
+fn reference_period(starts: &[FeatureRow], end: Option<DateTime<Utc>>) -> Vec<FeatureRow> {
+    let starts: Vec<&FeatureRow> = starts
+        .iter()
+        .filter(|r| end.is_none_or(|e| r.as_of <= e))
+        .collect();
+    let mut dates: Vec<DateTime<Utc>> = starts.iter().map(|r| r.as_of).collect();
+    dates.sort_unstable_by(|a, b| b.cmp(a));
+    let Some(latest) = dates.first() else {
+        return Vec::new();
+    };
+    let by_days = *latest - Duration::days(REFERENCE_DAYS);
+    let by_rows = dates[REFERENCE_MIN_ROWS.min(dates.len()) - 1];
+    let from = by_days.min(by_rows);
+    starts
+        .into_iter()
+        .filter(|r| r.as_of >= from)
+        .cloned()
+        .collect()
 }
 
 /// A closed project's actual outcome for one target.

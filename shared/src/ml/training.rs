@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Duration, NaiveDate};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
 use super::Target;
-use super::features::{FEATURE_SET_VERSION, compute, feature_names};
+use super::features::{FEATURE_SET_VERSION, FeatureRow, compute, feature_names};
 use super::history::{self, Closure, ProjectHist, Skips, TeamRecords};
 use crate::backend::time::day_start;
 use crate::backend::{BackendDb, BackendError, Scope};
@@ -67,6 +67,12 @@ pub(crate) struct Snapshot {
 pub struct TrainingSet {
     pub(crate) projects: Vec<ClosedProject>,
     pub(crate) rows: Vec<Snapshot>,
+    /// Every project that had started when the set was built, open or
+    /// closed, as of its start (in id order): the population the drift
+    /// reference is drawn from, observed exactly as the drift check
+    /// observes the projects of its window. Not part of the fingerprint
+    /// (no target depends on it).
+    pub(crate) starts: Vec<FeatureRow>,
     /// Reason → count of values, rows or projects that could not be used.
     pub skipped: BTreeMap<String, u64>,
 }
@@ -150,7 +156,7 @@ impl TrainingSet {
 /// Loads every project's history once and computes all snapshots in memory.
 pub async fn build_training_set(db: &BackendDb) -> Result<TrainingSet, BackendError> {
     let loaded = history::load(db, Scope::All).await?;
-    Ok(from_histories(&loaded.projects, loaded.skips))
+    Ok(from_histories(&loaded.projects, loaded.skips, Utc::now()))
 }
 
 /// Overrun (slip or budget variance) above which a project is medium risk.
@@ -233,10 +239,26 @@ pub(crate) fn closed_project(p: &ProjectHist, skips: &mut Skips) -> Option<Close
     })
 }
 
-pub(crate) fn from_histories(histories: &[ProjectHist], mut skips: Skips) -> TrainingSet {
+/// `now`: projects starting on or after it are not in `starts`.
+pub(crate) fn from_histories(
+    histories: &[ProjectHist],
+    mut skips: Skips,
+    now: DateTime<Utc>,
+) -> TrainingSet {
     let teams = TeamRecords::from_projects(histories);
     let mut ordered: Vec<&ProjectHist> = histories.iter().collect();
     ordered.sort_by_key(|p| p.id);
+
+    // The same extraction as the drift window's (`monitor::monitoring_data`);
+    // its skips are the window's concern, not the training set's.
+    let mut ignored = Skips::default();
+    let starts: Vec<FeatureRow> = ordered
+        .iter()
+        .filter_map(|p| {
+            let s = day_start(p.start?);
+            (s < now).then(|| compute(p, &teams, s, &mut ignored))
+        })
+        .collect();
 
     let mut projects = Vec::new();
     let mut rows = Vec::new();
@@ -289,6 +311,7 @@ pub(crate) fn from_histories(histories: &[ProjectHist], mut skips: Skips) -> Tra
     TrainingSet {
         projects,
         rows,
+        starts,
         skipped: skips.0,
     }
 }

@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 
 use rpa_ml_shared::backend::time::day_start;
 use rpa_ml_shared::jobs::{DriftJob, JobKind, JobPayload, RetrainJob};
-use rpa_ml_shared::ml::drift::{Reference, Settings, WindowDrift, compare_window};
+use rpa_ml_shared::ml::drift::{
+    REFERENCE_VERSION, Reference, Settings, WindowDrift, compare_window,
+};
 use rpa_ml_shared::ml::{
     self, Actual, FEATURE_SET_VERSION, MonitoringData, Target, prediction_scalar,
 };
@@ -193,6 +195,19 @@ async fn check_target(
                 reference.feature_set_version
             ),
         ));
+    }
+    if reference.version != REFERENCE_VERSION {
+        // Format 1 was built from the closed training projects only, which
+        // on a stable backend differ from every window (long projects
+        // close late): comparing with it would cry wolf.
+        let message = format!(
+            "{target} v{version}'s training reference has format {} (built from closed projects only); \
+             this build compares against format {REFERENCE_VERSION} (every project started, as of its start); \
+             retrain to monitor drift",
+            reference.version
+        );
+        tracing::warn!(model.target = %target, model.version = version, reference.version = reference.version, "{message}");
+        return Ok(unchecked(report, Some(version), "no_reference", message));
     }
     let loaded = state.models.production(target).await?;
     if loaded.version != version {

@@ -92,7 +92,10 @@ pub(super) fn generate_project(
     } else {
         StampStyle::Space
     };
-    let start_day = as_of - Duration::days(rng.gen_range(-FUTURE_DAYS..=HISTORY_DAYS));
+    let history = cfg
+        .long_projects
+        .map_or(HISTORY_DAYS, |l| l.history_days.max(1));
+    let start_day = as_of - Duration::days(rng.gen_range(-FUTURE_DAYS..=history));
     let team = &teams[rng.gen_range(0..teams.len())];
 
     let mut complexity = pick_weighted(rng, &[0.10, 0.25, 0.30, 0.22, 0.13]) as i64 + 1;
@@ -126,7 +129,10 @@ pub(super) fn generate_project(
     let rate = staff.iter().map(|(m, a)| m.rate * a).sum::<f64>() / allocation;
     let part_time_share =
         staff.iter().filter(|(_, a)| *a <= 0.25).count() as f64 / staff.len() as f64;
-    let capacity = allocation * HOURS_PER_DAY;
+    let capacity = allocation * HOURS_PER_DAY
+        / cfg
+            .long_projects
+            .map_or(1.0, |l| l.duration_scale.max(f64::MIN_POSITIVE));
 
     // Planning view.
     let c = complexity as f64;

@@ -82,6 +82,7 @@ async fn text_in_numeric_postgres_columns_reads_as_missing() {
         seed: 5,
         as_of: as_of(),
         shift: None,
+        long_projects: None,
     });
     let pg = ScratchPg::create().await;
     crate::demo::write_postgres(&pg.url, &data).await.unwrap();

@@ -99,6 +99,7 @@ async fn experiment() {
             seed: 42,
             as_of: as_of(),
             shift: None,
+            long_projects: None,
         });
         let pg = ScratchPg::create().await;
         let t = Instant::now();

@@ -222,6 +222,7 @@ async fn postgres_and_sqlite_backends_give_the_same_features() {
         seed: 21,
         as_of: as_of(),
         shift: None,
+        long_projects: None,
     });
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("same.db");

@@ -8,6 +8,7 @@
 mod backend_mess;
 mod baselines;
 mod choice;
+mod drift_population;
 mod experiment;
 mod features;
 mod training;
@@ -33,6 +34,7 @@ pub(crate) async fn demo_sqlite(dir: &Path, projects: usize, seed: u64) -> PathB
         seed,
         as_of: as_of(),
         shift: None,
+        long_projects: None,
     });
     write_sqlite(&path, &data).await.unwrap();
     path
