@@ -82,11 +82,7 @@ impl Drop for OwnRedis {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_worker_loses_nothing_and_each_job_has_one_result() {
     let mut env = TestEnv::new(Mode::Scale).await;
-    env.spawn("api", &["api"], &[]);
-    let trainer = env.spawn("trainer", &["worker", "--queues", "train"], &[]);
-    env.wait_ready().await;
-    env.train().await;
-    env.kill9(trainer);
+    env.api_with_models().await;
 
     // Worker A holds every job it takes for 4 s.
     let a = env.spawn(
@@ -261,11 +257,7 @@ async fn a_job_that_kills_its_worker_ends_dead() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_jobs() {
     let mut env = TestEnv::new(Mode::Scale).await;
-    env.spawn("api", &["api"], &[]);
-    let trainer = env.spawn("trainer", &["worker", "--queues", "train"], &[]);
-    env.wait_ready().await;
-    env.train().await;
-    env.kill9(trainer);
+    env.api_with_models().await;
     let w = env.spawn(
         "worker",
         &["worker", "--queues", "predict", "--no-reconcile"],

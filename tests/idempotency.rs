@@ -10,7 +10,7 @@ use chrono::{Duration, Utc};
 use serde_json::{Value, json};
 
 use common::{KEY, Mode, TestEnv, open_projects, shared_backend};
-use rpa_ml_shared::jobs::{JobPayload, PredictJob, ProjectSelection, RetrainJob};
+use rpa_ml_shared::jobs::{JobPayload, RetrainJob};
 use rpa_ml_shared::ml::Target;
 use rpa_ml_shared::store::{
     IdempotencyKey, InsertOutcome, KeyedJob, NewJob, RetentionCutoffs, Store,
@@ -160,20 +160,6 @@ async fn a_retried_post_answers_the_same_job() {
     );
 }
 
-fn predict_job() -> NewJob {
-    let id = ulid::Ulid::new().to_string();
-    NewJob {
-        queue_task_id: format!("task-{id}"),
-        id,
-        payload: JobPayload::Predict(PredictJob {
-            targets: [Target::Risk].into_iter().collect(),
-            projects: ProjectSelection::Ids(vec![1]),
-        }),
-        max_attempts: 3,
-        request_id: None,
-    }
-}
-
 fn key<'a>(key: &'a str, hash: &'a str) -> IdempotencyKey<'a> {
     IdempotencyKey {
         key,
@@ -184,21 +170,21 @@ fn key<'a>(key: &'a str, hash: &'a str) -> IdempotencyKey<'a> {
 
 async fn keys_in_the_store(store: &Store, mode: Mode) {
     let first = match store
-        .insert_job_keyed(predict_job(), &key("k1", "h1"))
+        .insert_job_keyed(common::predict_job(None), &key("k1", "h1"))
         .await
     {
         Ok(Ok(InsertOutcome::Created(job))) => job,
         other => panic!("{mode:?}: {other:?}"),
     };
     match store
-        .insert_job_keyed(predict_job(), &key("k1", "h1"))
+        .insert_job_keyed(common::predict_job(None), &key("k1", "h1"))
         .await
     {
         Ok(Err(KeyedJob::Same(job))) => assert_eq!(job.id, first.id),
         other => panic!("{mode:?}: {other:?}"),
     }
     match store
-        .insert_job_keyed(predict_job(), &key("k1", "h2"))
+        .insert_job_keyed(common::predict_job(None), &key("k1", "h2"))
         .await
     {
         Ok(Err(KeyedJob::Other(id))) => assert_eq!(id, first.id),
@@ -239,7 +225,7 @@ async fn keys_in_the_store(store: &Store, mode: Mode) {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .insert_job_keyed(predict_job(), &key("k3", "h"))
+                    .insert_job_keyed(common::predict_job(None), &key("k3", "h"))
                     .await
                     .expect("insert")
             })
@@ -263,7 +249,10 @@ async fn keys_in_the_store(store: &Store, mode: Mode) {
         ..key("k1", "h2")
     };
     assert!(store.keyed_job(&later).await.expect("read").is_none());
-    match store.insert_job_keyed(predict_job(), &later).await {
+    match store
+        .insert_job_keyed(common::predict_job(None), &later)
+        .await
+    {
         Ok(Ok(InsertOutcome::Created(job))) => assert_ne!(job.id, first.id),
         other => panic!("{mode:?}: {other:?}"),
     }

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::{KEY, Mode, TestEnv, open_projects, shared_backend};
-use rpa_ml_shared::jobs::{JobPayload, PredictJob, ProjectSelection};
 use rpa_ml_shared::ml::Target;
 use rpa_ml_shared::store::{
-    Claim, DriftReportRow, Holder, JobOutcome, ModelStage, NewJob, NewModel, PredictionRow, Store,
+    Claim, DriftReportRow, Holder, JobOutcome, ModelStage, NewModel, PredictionRow, Store,
 };
 use serde_json::{Value, json};
 
@@ -283,17 +282,8 @@ async fn column(store: &Store, sql: &'static str, key: &str) -> String {
 }
 
 async fn claimed_job(store: &Store, request_id: Option<String>) -> String {
-    let id = ulid::Ulid::new().to_string();
-    let job = NewJob {
-        id: id.clone(),
-        queue_task_id: format!("task-{id}"),
-        payload: JobPayload::Predict(PredictJob {
-            targets: [Target::Risk].into_iter().collect(),
-            projects: ProjectSelection::Ids(vec![1]),
-        }),
-        max_attempts: 3,
-        request_id,
-    };
+    let job = common::predict_job(request_id);
+    let id = job.id.clone();
     store.insert_jobs(&[job]).await.expect("insert with a NUL");
     match store
         .claim_job(&id, "w", std::time::Duration::from_secs(60))

@@ -152,11 +152,7 @@ async fn a_store_outage_strands_no_job_and_runs_none_twice() {
     env.store_url = pg.url();
     env.extra
         .insert("WORKER_DEAD_AFTER_SECS".into(), "60".into());
-    env.spawn("api", &["api"], &[]);
-    let trainer = env.spawn("trainer", &["worker", "--queues", "train"], &[]);
-    env.wait_ready().await;
-    env.train().await;
-    env.kill9(trainer);
+    env.api_with_models().await;
 
     let c = env.client();
     let ids = open_projects(&shared_backend(), 3).await;
@@ -246,11 +242,7 @@ async fn a_store_outage_strands_no_job_and_runs_none_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_worker_that_stops_confirming_its_job_loses_it() {
     let mut env = TestEnv::new(Mode::Scale).await;
-    env.spawn("api", &["api"], &[]);
-    let trainer = env.spawn("trainer", &["worker", "--queues", "train"], &[]);
-    env.wait_ready().await;
-    env.train().await;
-    env.kill9(trainer);
+    env.api_with_models().await;
 
     // A holds its one job for 8 s and never renews its lease (3 s).
     let a = env.spawn(

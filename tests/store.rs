@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
 use common::{Mode, TestEnv};
-use rpa_ml_shared::jobs::{JobPayload, JobState, PredictJob, ProjectSelection};
+use rpa_ml_shared::jobs::JobState;
 use rpa_ml_shared::ml::Target;
 use rpa_ml_shared::store::{
-    Checkpoint, Claim, Holder, JobOutcome, JobRow, ModelDocument, NewJob, NewModel, PredictionRow,
-    Store, WorkerRow,
+    Checkpoint, Claim, Holder, JobOutcome, JobRow, ModelDocument, NewModel, PredictionRow, Store,
+    WorkerRow,
 };
 use serde_json::json;
 
@@ -39,17 +39,8 @@ async fn open(env: &TestEnv) -> Store {
 
 /// A new queued predict job's id.
 async fn queued_job(store: &Store) -> String {
-    let id = ulid::Ulid::new().to_string();
-    let job = NewJob {
-        id: id.clone(),
-        queue_task_id: format!("task-{id}"),
-        payload: JobPayload::Predict(PredictJob {
-            targets: [Target::Risk].into_iter().collect(),
-            projects: ProjectSelection::Ids(vec![1]),
-        }),
-        max_attempts: 3,
-        request_id: None,
-    };
+    let job = common::predict_job(None);
+    let id = job.id.clone();
     store.insert_jobs(&[job]).await.expect("insert");
     id
 }

@@ -291,6 +291,17 @@ impl TestEnv {
     }
 
     /// Retrains every target and waits for it to succeed.
+    /// An api with a production model per target: a worker on the train
+    /// queue trains them, then is killed, so only the workers a test starts
+    /// take its jobs.
+    pub async fn api_with_models(&mut self) {
+        self.spawn("api", &["api"], &[]);
+        let trainer = self.spawn("trainer", &["worker", "--queues", "train"], &[]);
+        self.wait_ready().await;
+        self.train().await;
+        self.kill9(trainer);
+    }
+
     pub async fn train(&self) {
         let c = self.client();
         let (status, body) = c.post("/api/v1/models/retrain", json!({})).await;
@@ -458,5 +469,21 @@ pub mod rpa_ml_store_probe {
                 }
             }
         }
+    }
+}
+
+/// A new predict job (risk, project 1, three attempts), not stored yet.
+pub fn predict_job(request_id: Option<String>) -> rpa_ml_shared::store::NewJob {
+    use rpa_ml_shared::jobs::{JobPayload, PredictJob, ProjectSelection};
+    let id = ulid::Ulid::new().to_string();
+    rpa_ml_shared::store::NewJob {
+        queue_task_id: format!("task-{id}"),
+        id,
+        payload: JobPayload::Predict(PredictJob {
+            targets: [rpa_ml_shared::ml::Target::Risk].into_iter().collect(),
+            projects: ProjectSelection::Ids(vec![1]),
+        }),
+        max_attempts: 3,
+        request_id,
     }
 }

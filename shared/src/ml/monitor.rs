@@ -70,17 +70,21 @@ pub const CALENDAR_FEATURES: [&str; 4] = [
 /// predictions on starts from years ago differ from today's on a
 /// population that never changed.
 pub fn training_reference(model: &TrainedModel, set: &TrainingSet) -> Reference {
-    let target = model.target();
     let end = set
         .projects
         .iter()
         .filter(|p| !p.holdout)
         .map(|p| day_start(p.start))
         .max();
-    let starts = reference_period(&set.starts, end);
-    let values: Vec<Vec<f64>> = starts.iter().map(|r| r.values.clone()).collect();
+    reference_of(model, &reference_period(&set.starts, end))
+}
+
+/// The reference of `rows`: their features and the model's answers on them.
+pub(crate) fn reference_of(model: &TrainedModel, rows: &[FeatureRow]) -> Reference {
+    let target = model.target();
+    let values: Vec<Vec<f64>> = rows.iter().map(|r| r.values.clone()).collect();
     let preds: Vec<f64> = model
-        .predict_many(&starts)
+        .predict_many(rows)
         .iter()
         .filter_map(|p| prediction_scalar(target, p))
         .collect();

@@ -12,7 +12,7 @@ use super::*;
 use crate::backend::time::day_start;
 use crate::demo::LongProjects;
 use crate::ml::drift::{Reference, Settings, compare_window};
-use crate::ml::monitor::{CALENDAR_FEATURES, prediction_scalar};
+use crate::ml::monitor::{CALENDAR_FEATURES, prediction_scalar, reference_of};
 
 const PROJECTS: usize = 1400;
 const SEED: u64 = 12;
@@ -50,20 +50,7 @@ fn closed_only_reference(model: &TrainedModel, set: &TrainingSet) -> Reference {
             r.at_start && !p.holdout && set.defined(target, p)
         })
         .collect();
-    let values: Vec<Vec<f64>> = rows.iter().map(|r| r.values.clone()).collect();
-    let preds: Vec<f64> = model
-        .predict_many(&fit::feature_rows(rows.iter().copied()))
-        .iter()
-        .filter_map(|p| prediction_scalar(target, p))
-        .collect();
-    Reference::build(
-        FEATURE_SET_VERSION,
-        &feature_names(),
-        &CALENDAR_FEATURES,
-        &values,
-        &preds,
-        Some(vec![0.0, 1.0, 2.0]).filter(|_| target.is_classification()),
-    )
+    reference_of(model, &fit::feature_rows(rows.into_iter()))
 }
 
 #[derive(Debug, Default)]
