@@ -6,7 +6,8 @@
 #   scripts/bench.sh [N_ONE=3000] [N_THOUSAND=100]
 #   RPA_ML_BIN=/path/to/rpa-ml scripts/bench.sh       # measure that binary (default: build release)
 #
-# Knobs: RPA_ML_BIN, PEER_DIR (default ../shared/peer beside the repo root), SCRATCH (kept between runs:
+# Knobs: RPA_ML_BIN, BENCH_BIN (client of the PostgreSQL-backend run; default RPA_ML_BIN when its
+# `bench` is this version's, else this checkout built), PEER_DIR (default ../shared/peer beside the repo root), SCRATCH (kept between runs:
 # demo backend, the peer's model; default ~/.cache/rpa-ml-bench), CLIENT (rust: `rpa-ml bench` drives
 # both APIs; py: the peer's aiohttp client), PG_BACKEND=0 (skip the PostgreSQL-backend run),
 # TIMEOUT (seconds for the side by side, 5400), and the runner's own (CONC, WARMUP, IDLE_K, RPA_WORKERS,
@@ -27,15 +28,25 @@ RES=$SCRATCH/results
 export CLIENT=${CLIENT:-rust}
 VENV=${PEER_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/rpa-ml-peer/venv}
 
+build() {
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+  (cd "$ROOT" && cargo build --release --locked --bin rpa-ml) >&2 || return 1
+  echo "$CARGO_TARGET_DIR/release/rpa-ml"
+}
 if [ -n "${RPA_ML_BIN:-}" ]; then
   BIN=$(readlink -f "$RPA_ML_BIN")
 else
-  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-  (cd "$ROOT" && cargo build --release --locked --bin rpa-ml) || exit 1
-  BIN=$CARGO_TARGET_DIR/release/rpa-ml
+  BIN=$(build) || exit 1
 fi
 [ -x "$BIN" ] || { echo "no rpa-ml binary at $BIN"; exit 2; }
-echo "== rpa-ml: $BIN ($("$BIN" --version)); peer: $PEER_DIR; scratch: $SCRATCH"
+# The PostgreSQL-backend run's client needs `rpa-ml bench --pids/--json-out`: an older binary under
+# test is measured with this checkout's client (or BENCH_BIN). The side by side uses RPA_ML_BIN's own.
+BENCH_BIN=${BENCH_BIN:-$BIN}
+if ! "$BENCH_BIN" bench --help 2>/dev/null | grep -q -- --json-out; then
+  echo "== $BENCH_BIN bench has no --json-out: building this checkout's as the PostgreSQL-backend run's client"
+  BENCH_BIN=$(build) || exit 1
+fi
+echo "== rpa-ml: $BIN ($("$BIN" --version)); client of the PG-backend run: $BENCH_BIN; peer: $PEER_DIR; scratch: $SCRATCH"
 rm -f "$RES"/pg_*.json "$RES"/pg_*.txt "$RES/table.md"
 
 # ---- 1. side by side with the peer (SQLite backend), the peer's own runner ---------------------
@@ -142,7 +153,7 @@ EOF
     ws+=("$LASTPID"); roots="$roots,worker$i=$LASTPID"; memroots="$memroots,worker$i=$LASTPID"; pids="$pids,worker$i=$LASTPID"
   done
   wait_http "$url/ready" 60 || return 1
-  local b=(timeout 900 "$BIN" bench --url "$url" --api-key "$key" --database-url "$DATABASE_URL")
+  local b=(timeout 900 "$BENCH_BIN" bench --url "$url" --api-key "$key" --database-url "$DATABASE_URL")
   # Warm-up: one-project jobs of each target, so every worker has loaded the three models.
   for t in completion_time budget_variance risk; do
     "${b[@]}" --jobs 0 --latency-samples "$((${WARMUP:-10} * ${RPA_WORKERS:-2}))" --target "$t" \

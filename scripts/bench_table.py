@@ -192,6 +192,9 @@ cmp = load("compare_predictions.json")
 if cmp:
     print("prediction spot-check (peer vs rpa-ml, last side-by-side workload):", json.dumps(cmp))
 print("""
+PG backend rows: rpa-ml alone on a PostgreSQL backend (the same demo data: size and seed, as of the
+day of the run), same api / workers / client settings; their ratio is against the peer's figure on
+SQLite above (the peer reads SQLite only).
 jobs/s: succeeded jobs over the server timestamps (first created_at to last finished_at). CPU per job:
 utime+stime of each process tree over the measured jobs (cpuacct.py; worker = all worker processes,
 Celery's main and prefork children for the peer; PostgreSQL = the whole server, other tenants
