@@ -179,7 +179,8 @@ pub struct BenchArgs {
     /// Number of predict jobs to submit.
     #[arg(long, default_value_t = 1000)]
     pub jobs: usize,
-    /// Projects per job (taken from the open projects, cycling).
+    /// Distinct projects per job: the open projects of the backend, cycling
+    /// over jobs; the closed ones too when a job needs more than are open.
     #[arg(long, default_value_t = 1)]
     pub projects_per_job: usize,
     /// Concurrent HTTP clients.
@@ -194,7 +195,20 @@ pub struct BenchArgs {
     /// Only measure enqueueing: submit the jobs, do not wait for results.
     #[arg(long)]
     pub submit_only: bool,
-    /// Project ids to use (default: read the open projects from DATABASE_URL).
+    /// Project ids to use (default: read them from the backend database);
+    /// repeats are dropped.
     #[arg(long, value_delimiter = ',')]
     pub project_ids: Vec<i64>,
+    /// Backend database to read the project ids from, read-only (default: DATABASE_URL).
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Processes to measure instead of the local api and `rpa-ml worker`
+    /// processes found by port and name: ROLE=PID or PID (a worker),
+    /// comma-separated, e.g. `api=812,worker1=820,pg=77`. Each counts with
+    /// its descendants (Celery's prefork children, uvicorn's workers).
+    #[arg(long, value_delimiter = ',')]
+    pub pids: Vec<String>,
+    /// Also write the figures as one JSON object to this file.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
 }
