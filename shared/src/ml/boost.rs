@@ -112,6 +112,21 @@ thread_local! {
     static THROUGH_FORUST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests keep forust's object of boosters they load, to compare with.
+    static KEEP_FORUST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with boosters read on this thread keeping forust's object.
+#[cfg(test)]
+pub(crate) fn keeping_forust<R>(f: impl FnOnce() -> R) -> R {
+    KEEP_FORUST.with(|c| c.set(true));
+    let r = f();
+    KEEP_FORUST.with(|c| c.set(false));
+    r
+}
+
 /// Runs `f` with every booster on this thread scoring through forust
 /// (fitted boosters only).
 #[cfg(test)]
@@ -190,6 +205,7 @@ impl Booster {
     /// the bias last; they sum to `predict` (forust's "Average" method, the
     /// path-based approximation of Shapley values that XGBoost calls
     /// approx_contribs: exact Shapley costs ~50× more per row).
+    #[cfg(test)]
     pub fn contributions(&self, x: &Columns) -> Vec<Vec<f64>> {
         if x.rows == 0 {
             return Vec::new();
@@ -274,6 +290,13 @@ impl<'de> Deserialize<'de> for Booster {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let b = GradientBooster::deserialize(d)?;
         let forest = Forest::from_forust(&b).map_err(serde::de::Error::custom)?;
+        #[cfg(test)]
+        if KEEP_FORUST.with(std::cell::Cell::get) {
+            return Ok(Booster {
+                forest: Arc::new(forest),
+                fitted: Some(Arc::new(b)),
+            });
+        }
         drop(b);
         Ok(Booster {
             forest: Arc::new(forest),

@@ -32,9 +32,10 @@ struct Node {
     /// weight, so one value serves both.
     value: f64,
     feature: u32,
-    /// Indexes into the forest's node array.
-    left: u32,
-    right: u32,
+    /// Left then right child, indexes into the forest's node array: picked
+    /// by the comparison as an index, not a branch, since which way a row
+    /// goes is what a branch predictor cannot guess.
+    children: [u32; 2],
     missing: u32,
 }
 
@@ -42,8 +43,7 @@ impl Node {
     fn same(&self, o: &Node) -> bool {
         self.threshold.to_bits() == o.threshold.to_bits()
             && self.value.to_bits() == o.value.to_bits()
-            && (self.feature, self.left, self.right, self.missing)
-                == (o.feature, o.left, o.right, o.missing)
+            && (self.feature, self.children, self.missing) == (o.feature, o.children, o.missing)
     }
 }
 
@@ -109,8 +109,7 @@ impl Forest {
                         threshold: 0.0,
                         value: node.weight_value as f64,
                         feature: LEAF,
-                        left: 0,
-                        right: 0,
+                        children: [0, 0],
                         missing: 0,
                     });
                     continue;
@@ -125,8 +124,7 @@ impl Forest {
                     threshold: node.split_value,
                     value: means[i],
                     feature,
-                    left: child(node.left_child),
-                    right: child(node.right_child),
+                    children: [child(node.left_child), child(node.right_child)],
                     missing: child(node.missing_node),
                 });
             }
@@ -158,19 +156,16 @@ impl Forest {
         self.nodes.capacity() * std::mem::size_of::<Node>() + self.roots.capacity() * 4
     }
 
-    /// The next node from a split. NaN compares false both ways, so with
-    /// forust's default NaN marker it falls to the missing child without
-    /// a test of its own.
+    /// The next node from a split, as forust's `get_child_idx`: missing
+    /// (NaN, or forust's marker when one is set) to the missing child, below
+    /// the threshold left, else right. Feature rows hold no NaN, so the
+    /// first test is always predicted right.
     #[inline(always)]
     fn step(&self, node: &Node, v: f64) -> u32 {
-        if v == self.missing {
+        if v.is_nan() || v == self.missing {
             node.missing
-        } else if v < node.threshold {
-            node.left
-        } else if v >= node.threshold {
-            node.right
         } else {
-            node.missing
+            node.children[usize::from(v >= node.threshold)]
         }
     }
 

@@ -4,10 +4,12 @@
 //! intervals and top contributions, before and after an artifact round trip.
 
 use chrono::Utc;
+
+use crate::backend::BackendDb;
 use sha2::Digest;
 
 use super::*;
-use crate::ml::boost::{Booster, through_forust};
+use crate::ml::boost::{Booster, keeping_forust, through_forust};
 use crate::ml::fit::{feature_rows, split};
 
 fn close(a: f64, b: f64) -> bool {
@@ -130,4 +132,102 @@ async fn an_artifact_whose_trees_do_not_fit_is_refused() {
             "{field}: {err}"
         );
     }
+}
+
+/// CPU time of this process's threads (forust scores on rayon's), in ns.
+fn cpu_ns() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Mean CPU ms of `f` over `n` runs.
+fn cpu_ms(n: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let t = cpu_ns();
+    for _ in 0..n {
+        f();
+    }
+    (cpu_ns() - t) as f64 / n as f64 / 1e6
+}
+
+/// Scoring 1,000 rows with contributions through forust and through the
+/// flat layout, in one run. With RPA_ML_BENCH_MODELS (a MODEL_STORAGE_PATH
+/// holding `<target>/*.json`) and RPA_ML_BENCH_BACKEND (its backend's
+/// SQLite file) it scores those models on that backend's first 1,000
+/// projects; without, models trained on a 1,500-project demo.
+/// `cargo test --release -p rpa-ml-shared --lib scoring_cpu -- --ignored --nocapture`
+#[tokio::test]
+#[ignore]
+async fn scoring_cpu_forust_vs_flat() {
+    let ids: Vec<i64> = (1..=1000).collect();
+    let (models, rows) = match (
+        std::env::var("RPA_ML_BENCH_MODELS"),
+        std::env::var("RPA_ML_BENCH_BACKEND"),
+    ) {
+        (Ok(dir), Ok(backend)) => {
+            let db = BackendDb::connect(&backend, 2).await.unwrap();
+            let rows = extract_features(&db, &ids, Utc::now()).await.unwrap().rows;
+            let models: Vec<TrainedModel> = Target::ALL
+                .iter()
+                .map(|t| {
+                    let d = std::path::Path::new(&dir).join(t.as_str());
+                    let file = std::fs::read_dir(&d)
+                        .unwrap()
+                        .flatten()
+                        .next()
+                        .unwrap()
+                        .path();
+                    let bytes = std::fs::read(&file).unwrap();
+                    keeping_forust(|| serde_json::from_slice(&bytes).unwrap())
+                })
+                .collect();
+            (models, rows)
+        }
+        _ => {
+            let (demo, set) = fitted_demo(1500, 11).await;
+            let rows = extract_features(&demo.db, &ids, Utc::now())
+                .await
+                .unwrap()
+                .rows;
+            let models = Target::ALL
+                .iter()
+                .map(|t| train(*t, &set, &opts(*t)).unwrap().0)
+                .collect();
+            (models, rows)
+        }
+    };
+    assert_eq!(rows.len(), 1000);
+    let runs = 20;
+    let (mut before, mut after) = (0.0, 0.0);
+    for model in &models {
+        let width = model.feature_names().len();
+        let x: Vec<f64> = rows.iter().flat_map(|r| r.values.clone()).collect();
+        for (k, b) in model.boosters().iter().enumerate() {
+            let f = through_forust(|| cpu_ms(runs, || drop(b.score_rows(&x, width))));
+            let t = cpu_ms(runs, || drop(b.score_rows(&x, width)));
+            println!(
+                "{} booster {k}: {} trees, {} KB flat; scores+contributions of 1,000 rows: forust {f:.2} ms CPU, flat {t:.2} ms CPU",
+                model.target(),
+                b.trees(),
+                b.heap_bytes() / 1024
+            );
+        }
+        let f = through_forust(|| cpu_ms(runs, || drop(model.predict_many(&rows))));
+        let t = cpu_ms(runs, || drop(model.predict_many(&rows)));
+        assert_eq!(
+            through_forust(|| model.predict_many(&rows)),
+            model.predict_many(&rows)
+        );
+        println!(
+            "{} predict_many(1,000 rows): forust {f:.2} ms CPU, flat {t:.2} ms CPU",
+            model.target()
+        );
+        before += f;
+        after += t;
+    }
+    println!("three targets, 1,000 rows: forust {before:.2} ms CPU, flat {after:.2} ms CPU");
 }
