@@ -162,6 +162,8 @@ impl ModelCache {
         let res = self.load_verified(row).await?;
         match res {
             Ok(model) => {
+                tracing::info!(model.target = %row.target, model.version = row.version,
+                    scoring_kb = model.scoring_bytes() / 1024, "model loaded");
                 let model = Arc::new(model);
                 if let Ok(mut inner) = self.inner.lock() {
                     inner.loaded.insert(key, model.clone());

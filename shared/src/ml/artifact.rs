@@ -103,6 +103,8 @@ pub fn parse_artifact(
             found,
         });
     }
+    // Each booster is converted to its scoring layout as it is parsed, so
+    // forust's larger form exists for one booster at a time.
     let model: TrainedModel = serde_json::from_slice(bytes)
         .map_err(|e| ArtifactError::Corrupt(format!("{}: {e}", origin.display())))?;
     if !model.is_compatible() {
@@ -111,6 +113,14 @@ pub fn parse_artifact(
             expected: FEATURE_SET_VERSION.to_string(),
             found: model.feature_set_version().to_string(),
         });
+    }
+    let width = model.feature_names().len();
+    if let Some(b) = model.boosters().iter().find(|b| b.width() > width) {
+        return Err(ArtifactError::Corrupt(format!(
+            "{}: a booster splits on feature {} of {width}",
+            origin.display(),
+            b.width() - 1
+        )));
     }
     Ok(model)
 }

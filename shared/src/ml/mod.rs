@@ -9,6 +9,7 @@ mod boost;
 pub mod drift;
 mod features;
 mod fit;
+mod forest;
 mod history;
 mod linear;
 mod metrics;

@@ -27,7 +27,7 @@ use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Target;
-use super::boost::{Booster, Columns};
+use super::boost::Booster;
 use super::features::{ELAPSED_OVER_PLANNED, FEATURE_SET_VERSION, FeatureRow, feature_names};
 use super::linear::LinearModel;
 use super::metrics::argmax;
@@ -324,82 +324,149 @@ impl TrainedModel {
         let good: Vec<usize> = (0..rows.len())
             .filter(|&i| rows[i].values.len() == width)
             .collect();
-        let slices: Vec<&[f64]> = good.iter().map(|&i| rows[i].values.as_slice()).collect();
+        // One contiguous row-major matrix: the forest walks it without a
+        // copy per row or per tree.
+        let mut x = Vec::with_capacity(good.len() * width);
+        for &i in &good {
+            x.extend_from_slice(&rows[i].values);
+        }
         let mut out = vec![Prediction::default(); rows.len()];
-        let raw = self.raw(&slices);
-        for (k, &i) in good.iter().enumerate() {
-            out[i] = self.finish(&rows[i], &raw[k]);
+        if let Some(raw) = self.raw(&x, good.len()) {
+            for (k, &i) in good.iter().enumerate() {
+                out[i] = self.finish(&rows[i], &raw.row(k));
+            }
         }
         out
     }
 
-    /// Scores on the model's own scale with per-feature contributions.
-    fn raw(&self, rows: &[&[f64]]) -> Vec<Raw> {
-        let width = self.feature_names.len();
+    /// Bytes the model's boosters hold for scoring (their flat layouts).
+    pub fn scoring_bytes(&self) -> usize {
+        self.boosters().iter().map(|b| b.heap_bytes()).sum()
+    }
+
+    /// Every booster the model scores with.
+    pub(crate) fn boosters(&self) -> Vec<&Booster> {
         match &self.params {
-            Params::Linear(m) => rows
-                .iter()
-                .map(|r| Raw {
-                    scores: vec![m.predict(r)],
-                    contributions: vec![m.contributions(r)],
-                })
-                .collect(),
-            Params::Tree(t) => rows
-                .iter()
-                .map(|r| Raw {
-                    scores: t.probabilities(r),
-                    contributions: Vec::new(),
-                })
-                .collect(),
-            Params::Boosted(b) => boosted_raw(b, rows, width),
-            Params::Blend(m) => {
-                let mut raw = boosted_raw(&m.boosted, rows, width);
-                for (r, x) in raw.iter_mut().zip(rows) {
-                    r.scores.push(m.linear.predict(x));
-                    r.contributions.push(m.linear.contributions(x));
-                }
-                raw
-            }
-            Params::Overrun(o) => {
-                let x = Columns::from_rows(rows, width);
-                let z = o.overrun.booster.predict(&x);
-                let cz = o.overrun.booster.contributions(&x);
-                let c = o.cancel.predict(&x);
-                let cc = o.cancel.contributions(&x);
-                (0..rows.len())
-                    .map(|i| Raw {
-                        scores: vec![o.overrun.mean + o.overrun.sd * z[i], c[i]],
-                        contributions: vec![
-                            cz[i].iter().map(|v| v * o.overrun.sd).collect(),
-                            cc[i].clone(),
-                        ],
-                    })
-                    .collect()
-            }
-            Params::Ordinal(o) => {
-                let x = Columns::from_rows(rows, width);
-                let ge = o.at_least_medium.predict(&x);
-                let hi = o.high.predict(&x);
-                let cge = o.at_least_medium.contributions(&x);
-                let chi = o.high.contributions(&x);
-                (0..rows.len())
-                    .map(|i| Raw {
-                        scores: vec![ge[i], hi[i]],
-                        contributions: vec![cge[i].clone(), chi[i].clone()],
-                    })
-                    .collect()
-            }
+            Params::Linear(_) | Params::Tree(_) => Vec::new(),
+            Params::Boosted(b) => vec![&b.booster],
+            Params::Blend(m) => vec![&m.boosted.booster],
+            Params::Ordinal(o) => vec![&o.at_least_medium, &o.high],
+            Params::Overrun(o) => vec![&o.overrun.booster, &o.cancel],
         }
     }
 
-    fn finish(&self, row: &FeatureRow, raw: &Raw) -> Prediction {
+    /// Scores on the model's own scale with per-feature contributions, for
+    /// `n` rows of the row-major matrix `x`; None when a booster cannot
+    /// read rows this wide (a damaged artifact).
+    fn raw(&self, x: &[f64], n: usize) -> Option<Raw> {
+        let width = self.feature_names.len();
+        let stride = width + 1;
+        let rows = || x.chunks_exact(width.max(1)).take(n);
+        let scored = |b: &Booster| {
+            let (s, c) = b.score_rows(x, width);
+            (s.len() == n && c.len() == n * stride).then_some((s, c))
+        };
+        if n == 0 {
+            return Some(Raw::default());
+        }
+        let raw = match &self.params {
+            Params::Linear(m) => {
+                let mut parts = vec![0.0; n * stride];
+                for (r, p) in rows().zip(parts.chunks_exact_mut(stride)) {
+                    for (d, c) in p.iter_mut().zip(m.contributions(r)) {
+                        *d = c;
+                    }
+                }
+                Raw {
+                    k: 1,
+                    scores: rows().map(|r| m.predict(r)).collect(),
+                    parts: vec![parts],
+                    stride,
+                }
+            }
+            Params::Tree(t) => {
+                let k = t.classes.len();
+                let mut scores = Vec::with_capacity(n * k);
+                for r in rows() {
+                    let mut p = t.probabilities(r);
+                    p.resize(k, 0.0);
+                    scores.extend(p);
+                }
+                Raw {
+                    k,
+                    scores,
+                    parts: Vec::new(),
+                    stride,
+                }
+            }
+            Params::Boosted(b) => {
+                let (s, c) = scored(&b.booster)?;
+                boosted_raw(b, s, c, stride)
+            }
+            Params::Blend(m) => {
+                let (s, c) = scored(&m.boosted.booster)?;
+                let base = boosted_raw(&m.boosted, s, c, stride);
+                let mut scores = Vec::with_capacity(2 * n);
+                let mut linear = vec![0.0; n * stride];
+                for ((r, z), p) in rows()
+                    .zip(&base.scores)
+                    .zip(linear.chunks_exact_mut(stride))
+                {
+                    scores.extend([*z, m.linear.predict(r)]);
+                    for (d, c) in p.iter_mut().zip(m.linear.contributions(r)) {
+                        *d = c;
+                    }
+                }
+                let mut parts = base.parts;
+                parts.push(linear);
+                Raw {
+                    k: 2,
+                    scores,
+                    parts,
+                    stride,
+                }
+            }
+            Params::Overrun(o) => {
+                let (z, mut cz) = scored(&o.overrun.booster)?;
+                let (c, cc) = scored(&o.cancel)?;
+                for v in &mut cz {
+                    *v *= o.overrun.sd;
+                }
+                let scores = z
+                    .iter()
+                    .zip(&c)
+                    .flat_map(|(z, c)| [o.overrun.mean + o.overrun.sd * z, *c])
+                    .collect();
+                Raw {
+                    k: 2,
+                    scores,
+                    parts: vec![cz, cc],
+                    stride,
+                }
+            }
+            Params::Ordinal(o) => {
+                let (ge, cge) = scored(&o.at_least_medium)?;
+                let (hi, chi) = scored(&o.high)?;
+                let scores = ge.iter().zip(&hi).flat_map(|(a, b)| [*a, *b]).collect();
+                Raw {
+                    k: 2,
+                    scores,
+                    parts: vec![cge, chi],
+                    stride,
+                }
+            }
+        };
+        Some(raw)
+    }
+
+    fn finish(&self, row: &FeatureRow, raw: &RawRow<'_>) -> Prediction {
         match (&self.params, self.target) {
             (Params::Tree(t), _) => {
                 let best = argmax(&raw.scores);
                 Prediction {
                     class: t.classes.get(best).cloned(),
                     probabilities: Some(
-                        t.classes.iter().cloned().zip(raw.scores.clone()).collect(),
+                        t.classes.iter().cloned().zip(raw.scores.to_vec()).collect(),
                     ),
                     ..Prediction::default()
                 }
@@ -409,7 +476,7 @@ impl TrainedModel {
                 let p = o.probabilities(z, cancel, row);
                 let best = o.decide(&p);
                 let by_cancel = best == 2 && sigmoid(cancel) > p[2] - sigmoid(cancel);
-                let parts = &raw.contributions[usize::from(by_cancel)];
+                let parts = raw.contributions[usize::from(by_cancel)];
                 let parts = &parts[..parts.len().saturating_sub(1)];
                 self.risk_prediction(&row.values, p, best, parts)
             }
@@ -418,8 +485,8 @@ impl TrainedModel {
                 let best = argmax(&p);
                 let contributions = match best {
                     0 => raw.contributions[0].iter().map(|v| -v).collect(),
-                    1 => raw.contributions[0].clone(),
-                    _ => raw.contributions[1].clone(),
+                    1 => raw.contributions[0].to_vec(),
+                    _ => raw.contributions[1].to_vec(),
                 };
                 self.risk_prediction(&row.values, p, best, &contributions)
             }
@@ -437,12 +504,12 @@ impl TrainedModel {
                             + (1.0 - w) * clamp_answer(target, raw.scores[1]);
                         let parts = parts
                             .iter()
-                            .zip(&raw.contributions[1])
+                            .zip(raw.contributions[1])
                             .map(|(p, l)| w * p + (1.0 - w) * l)
                             .collect();
                         (value, intervals(b, b.transform.forward(value), row), parts)
                     }
-                    Params::Linear(_) => (raw.scores[0], None, raw.contributions[0].clone()),
+                    Params::Linear(_) => (raw.scores[0], None, raw.contributions[0].to_vec()),
                     _ => return Prediction::default(),
                 };
                 let contributions = self.top(&row.values, &contributions);
@@ -547,26 +614,23 @@ impl TrainedModel {
 
 /// A booster's scores on its transformed scale, with its contributions
 /// there (features, then the bias carrying the mean).
-fn boosted_raw(b: &BoostedRegressor, rows: &[&[f64]], width: usize) -> Vec<Raw> {
-    let x = Columns::from_rows(rows, width);
-    let scores = b.booster.predict(&x);
-    let contribs = b.booster.contributions(&x);
-    scores
-        .iter()
-        .zip(contribs)
-        .map(|(s, c)| {
-            // Back to the transformed scale: z = mean + sd·score.
-            let z = b.mean + b.sd * s;
-            let mut c: Vec<f64> = c.iter().map(|v| v * b.sd).collect();
-            if let Some(bias) = c.last_mut() {
-                *bias += b.mean;
-            }
-            Raw {
-                scores: vec![z],
-                contributions: vec![c],
-            }
-        })
-        .collect()
+fn boosted_raw(b: &BoostedRegressor, scores: Vec<f64>, mut parts: Vec<f64>, stride: usize) -> Raw {
+    // Back to the transformed scale: z = mean + sd·score.
+    let scores = scores.iter().map(|s| b.mean + b.sd * s).collect();
+    for c in parts.chunks_exact_mut(stride) {
+        for v in c.iter_mut() {
+            *v *= b.sd;
+        }
+        if let Some(bias) = c.last_mut() {
+            *bias += b.mean;
+        }
+    }
+    Raw {
+        k: 1,
+        scores,
+        parts: vec![parts],
+        stride,
+    }
 }
 
 /// The booster's answer in units for its score `z`, and the features'
@@ -598,9 +662,34 @@ fn intervals(b: &BoostedRegressor, z: f64, row: &FeatureRow) -> Option<Vec<[f64;
     })
 }
 
-/// A row's scores on the model's scale and each score's contributions
-/// (features, then the bias for boosters).
+/// Rows' scores on the model's scale (`k` a row) and each score's
+/// contributions, one row-major matrix per score (features, then the bias
+/// for boosters; `stride` values a row).
+#[derive(Default)]
 struct Raw {
+    k: usize,
     scores: Vec<f64>,
-    contributions: Vec<Vec<f64>>,
+    parts: Vec<Vec<f64>>,
+    stride: usize,
+}
+
+impl Raw {
+    fn row(&self, i: usize) -> RawRow<'_> {
+        let part = |p: usize| {
+            self.parts
+                .get(p)
+                .and_then(|m| m.get(i * self.stride..(i + 1) * self.stride))
+                .unwrap_or(&[])
+        };
+        RawRow {
+            scores: self.scores.get(i * self.k..(i + 1) * self.k).unwrap_or(&[]),
+            contributions: [part(0), part(1)],
+        }
+    }
+}
+
+/// One row of a `Raw`.
+struct RawRow<'a> {
+    scores: &'a [f64],
+    contributions: [&'a [f64]; 2],
 }

@@ -11,6 +11,7 @@ mod choice;
 mod drift_population;
 mod experiment;
 mod features;
+mod forest;
 mod training;
 
 use std::path::{Path, PathBuf};
