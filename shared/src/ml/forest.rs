@@ -233,7 +233,7 @@ impl Forest {
     }
 
     fn rows(&self, x: &[f64], cols: usize) -> Option<usize> {
-        if cols == 0 || cols < self.width || x.len() % cols != 0 {
+        if cols == 0 || cols < self.width || !x.len().is_multiple_of(cols) {
             return None;
         }
         Some(x.len() / cols)

@@ -462,7 +462,7 @@ impl TrainedModel {
     fn finish(&self, row: &FeatureRow, raw: &RawRow<'_>) -> Prediction {
         match (&self.params, self.target) {
             (Params::Tree(t), _) => {
-                let best = argmax(&raw.scores);
+                let best = argmax(raw.scores);
                 Prediction {
                     class: t.classes.get(best).cloned(),
                     probabilities: Some(
@@ -494,12 +494,12 @@ impl TrainedModel {
                 let (value, interval, contributions) = match params {
                     Params::Boosted(b) => {
                         let z = raw.scores[0];
-                        let (y, parts) = boosted_answer(b, z, &raw.contributions[0]);
+                        let (y, parts) = boosted_answer(b, z, raw.contributions[0]);
                         (y, intervals(b, z, row), parts)
                     }
                     Params::Blend(m) => {
                         let (b, w) = (&m.boosted, m.weight);
-                        let (y, parts) = boosted_answer(b, raw.scores[0], &raw.contributions[0]);
+                        let (y, parts) = boosted_answer(b, raw.scores[0], raw.contributions[0]);
                         let value = w * clamp_answer(target, y)
                             + (1.0 - w) * clamp_answer(target, raw.scores[1]);
                         let parts = parts
