@@ -50,7 +50,7 @@ fn is_transient_sqlstate(code: &str) -> bool {
 
 /// SQLITE_BUSY (5) and SQLITE_LOCKED (6); extended codes keep the primary
 /// code in their low byte (SQLITE_BUSY_SNAPSHOT is 517).
-fn is_transient_sqlite_code(code: i64) -> bool {
+pub(crate) fn is_transient_sqlite_code(code: i64) -> bool {
     matches!(code & 0xff, 5 | 6)
 }
 

@@ -4,6 +4,7 @@
 //! PostgreSQL sessions run with `default_transaction_read_only=on`.
 
 mod raw;
+mod stream;
 pub mod time;
 
 use std::collections::HashSet;
@@ -15,9 +16,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 
-pub(crate) use raw::{
-    ExpenseRecord, MemberRecord, ProjectRecord, Scope, TaskRecord, TimeEntryRecord,
-};
+pub(crate) use raw::Scope;
+#[cfg(test)]
+pub(crate) use raw::{ExpenseRecord, MemberRecord, ProjectRecord, TaskRecord, TimeEntryRecord};
+pub(crate) use stream::{EntryRow, ExpenseRow, MemberRow, ProjectRow, RowSink, Selection, TaskRow};
 
 /// How long to wait for a pooled connection before calling the backend unreachable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);

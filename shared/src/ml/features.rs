@@ -144,28 +144,59 @@ pub async fn extract_features(
         .filter(|id| seen.insert(*id))
         .collect();
     let loaded = history::load(db, Scope::Ids(&ids)).await?;
-    let mut skips = loaded.skips;
+    let records = history::load_team_records(db, &teams_of(&loaded)).await?;
+    Ok(rows_of(&ids, loaded, &records, as_of))
+}
+
+/// [`extract_features`] through the loading as it was before the streaming
+/// readers, for the tests that hold the two to the same answers.
+#[cfg(test)]
+pub(crate) async fn extract_features_reference(
+    db: &BackendDb,
+    project_ids: &[i64],
+    as_of: DateTime<Utc>,
+) -> Result<Extraction, BackendError> {
+    let mut seen = HashSet::new();
+    let ids: Vec<i64> = project_ids
+        .iter()
+        .copied()
+        .filter(|id| seen.insert(*id))
+        .collect();
+    let loaded = history::reference::load(db, Scope::Ids(&ids)).await?;
+    let records = history::reference::load_team_records(db, &teams_of(&loaded)).await?;
+    Ok(rows_of(&ids, loaded, &records, as_of))
+}
+
+fn teams_of(loaded: &history::Loaded) -> Vec<i64> {
     let mut teams: Vec<i64> = loaded.projects.iter().filter_map(|p| p.team_id).collect();
     teams.sort_unstable();
     teams.dedup();
-    let records = history::load_team_records(db, &teams).await?;
+    teams
+}
 
+fn rows_of(
+    ids: &[i64],
+    loaded: history::Loaded,
+    records: &TeamRecords,
+    as_of: DateTime<Utc>,
+) -> Extraction {
+    let mut skips = loaded.skips;
     let by_id: std::collections::HashMap<i64, &ProjectHist> =
         loaded.projects.iter().map(|p| (p.id, p)).collect();
     let mut out = Extraction::default();
-    for id in ids {
+    for &id in ids {
         match by_id.get(&id) {
             Some(p) => {
                 if p.start.is_none() {
                     skips.bump("missing_start_date");
                 }
-                out.rows.push(compute(p, &records, as_of, &mut skips));
+                out.rows.push(compute(p, records, as_of, &mut skips));
             }
             None => out.unknown.push(id),
         }
     }
     out.skipped = skips.0;
-    Ok(out)
+    out
 }
 
 fn flag(b: bool) -> f64 {

@@ -12,7 +12,7 @@ use super::*;
 use crate::backend::time::day_start;
 use crate::demo::LongProjects;
 use crate::ml::drift::{Reference, Settings, compare_window};
-use crate::ml::monitor::{CALENDAR_FEATURES, prediction_scalar, reference_of};
+use crate::ml::monitor::{prediction_scalar, reference_of};
 
 const PROJECTS: usize = 1400;
 const SEED: u64 = 12;

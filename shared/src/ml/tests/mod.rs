@@ -10,6 +10,7 @@ mod baselines;
 mod choice;
 mod drift_population;
 mod experiment;
+mod extraction;
 mod features;
 mod forest;
 mod training;
