@@ -137,11 +137,15 @@ fn parse_common(b: &[u8]) -> Option<DateTime<Utc>> {
         at += 1;
         let first = at;
         while at < b.len() && b[at].is_ascii_digit() {
+            if at - first == 9 {
+                // Finer than nanoseconds: chrono decides what that means.
+                return None;
+            }
             nanos = nanos * 10 + u32::from(b[at] - b'0');
             at += 1;
         }
         let n = at - first;
-        if n == 0 || n > 9 {
+        if n == 0 {
             return None;
         }
         nanos *= 10u32.pow(9 - n as u32);
