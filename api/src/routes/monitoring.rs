@@ -146,6 +146,8 @@ async fn metrics(State(state): State<AppState>) -> Result<Json<Value>, ApiError>
                 "start_snapshot": m.metrics.get("start_snapshot_holdout"),
                 "baseline": m.metrics.get("baseline"),
                 "baseline_name": m.metrics.get("baseline_name"),
+                "baselines": m.metrics.get("baselines"),
+                "baselines_start_snapshot": m.metrics.get("baselines_start_snapshot"),
                 "macro_f1": m.metrics.get("macro_f1"),
             })),
             "realised": realised,

@@ -177,6 +177,15 @@ function baselinesTitle(m) {
     .join("\n");
 }
 
+// The model and every baseline on the held-out start snapshots alone.
+function startCell(m) {
+  const title = Object.entries(m.baselines_start_snapshot || {})
+    .map(([name, v]) => `${name}: ${num(v, 4)}`)
+    .join("\n");
+  return el("td", { class: "num", title: title ? `baselines at the start snapshot\n${title}` : "" },
+    m.start_snapshot_holdout === undefined || m.start_snapshot_holdout === null ? "–" : num(m.start_snapshot_holdout, 4));
+}
+
 // The learner choice of a regression: every candidate's and baseline's
 // validation figure (rows inside the training data, not the hold-out).
 function learnerCell(v, m) {
@@ -204,6 +213,7 @@ function renderModels(data) {
         learnerCell(v, m),
         el("td", {}, m.metric || "–"),
         el("td", { class: "num", title: m.macro_f1 === undefined || m.macro_f1 === null ? "" : `macro-F1 ${num(m.macro_f1, 3)}` }, num(m.holdout, 4)),
+        startCell(m),
         el("td", { class: "num", title: baselinesTitle(m) }, num(m.baseline, 4),
           el("span", { class: "sub muted" }, m.baseline_name || "")),
         el("td", { class: "num" }, `${higher ? "≥" : "≤"} ${num(m.threshold, 4)}`),
@@ -213,7 +223,7 @@ function renderModels(data) {
         el("td", { class: "muted" }, v.stage_reason || ""));
     });
     parts.push(table(["version", "stage", "learner", "metric", { label: "hold-out", num: 1 },
-      { label: "baseline", num: 1 }, { label: "threshold", num: 1 }, "gate",
+      { label: "at start", num: 1 }, { label: "baseline", num: 1 }, { label: "threshold", num: 1 }, "gate",
       { label: "vs baseline", num: 1 }, "created", "reason"], rows));
     if (t.production_version !== null) {
       const holder = el("div", { class: "chart", id: `holdout-${target}` }, el("p", { class: "muted" }, "loading hold-out chart…"));

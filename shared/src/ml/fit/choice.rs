@@ -174,7 +174,10 @@ pub(crate) fn choose(
         (Pick::Median, mae(&vec![med; v.eval_y.len()], &v.eval_y)),
         (
             Pick::Planning,
-            super::baselines::linear_baseline(target, &v, FIRST_PROGRESS_FEATURE, true)?,
+            mae(
+                &super::baselines::linear_baseline(target, &v, FIRST_PROGRESS_FEATURE, true)?,
+                &v.eval_y,
+            ),
         ),
     ];
     for (p, m) in baselines {

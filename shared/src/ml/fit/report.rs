@@ -103,6 +103,9 @@ pub struct TrainReport {
     pub holdout_pairs: Vec<serde_json::Value>,
     /// The metric over the held-out start snapshots alone (the planning view).
     pub start_snapshot_holdout: Option<f64>,
+    /// Every baseline's metric over the same start snapshots, by name.
+    #[serde(default)]
+    pub baselines_start_snapshot: BTreeMap<String, f64>,
     #[serde(default)]
     pub feature_set_version: String,
     pub skipped: BTreeMap<String, u64>,
@@ -151,6 +154,7 @@ pub(super) fn report(
     let pred: Vec<f64> = preds.iter().map(|p| p.0).collect();
     let starts: Vec<usize> = (0..s.eval.len()).filter(|&i| s.eval[i].at_start).collect();
     let pick = |v: &[f64]| starts.iter().map(|&i| v[i]).collect::<Vec<_>>();
+    let pick_class = |v: &[usize]| starts.iter().map(|&i| v[i]).collect::<Vec<_>>();
     let holdout = metric_of(target, &pred, &s.eval_y);
     if !holdout.is_finite() {
         return Err(TrainError::Fit(format!(
@@ -160,6 +164,7 @@ pub(super) fn report(
     let start_metric = metric_of(target, &pick(&pred), &pick(&s.eval_y));
 
     let mut baselines = BTreeMap::new();
+    let mut baselines_start = BTreeMap::new();
     let mut references = BTreeMap::new();
     let (mut macro_f1_v, mut freqs, mut baseline_f1) = (None, None, None);
     let (constant_name, planning_name) = match target {
@@ -176,9 +181,11 @@ pub(super) fn report(
                 counts[(*y as usize).min(2)] += 1;
             }
             let majority = argmax(&counts.map(|c| c as f64));
-            baselines.insert(
+            let constant = vec![majority; truth.len()];
+            baselines.insert(constant_name.to_string(), accuracy(&constant, &truth));
+            baselines_start.insert(
                 constant_name.to_string(),
-                accuracy(&vec![majority; truth.len()], &truth),
+                accuracy(&pick_class(&constant), &pick_class(&truth)),
             );
             let mut f1s = BTreeMap::new();
             f1s.insert(
@@ -191,6 +198,10 @@ pub(super) fn report(
             ] {
                 if let Some(answers) = logistic_baseline(s, width) {
                     baselines.insert(name.to_string(), accuracy(&answers, &truth));
+                    baselines_start.insert(
+                        name.to_string(),
+                        accuracy(&pick_class(&answers), &pick_class(&truth)),
+                    );
                     f1s.insert(name.to_string(), macro_f1(&answers, &truth, 3));
                 }
             }
@@ -233,20 +244,26 @@ pub(super) fn report(
         }
         Target::CompletionTime | Target::BudgetVariance => {
             let med = median(&s.train_y);
-            baselines.insert(
-                constant_name.to_string(),
-                mae(&vec![med; s.eval_y.len()], &s.eval_y),
-            );
-            baselines.insert(
-                planning_name.to_string(),
-                linear_baseline(target, s, FIRST_PROGRESS_FEATURE, true)?,
-            );
-            baselines.insert(
-                "linear_all_features".to_string(),
-                linear_baseline(target, s, feature_names().len(), false)?,
-            );
+            for (name, answers) in [
+                (constant_name, vec![med; s.eval_y.len()]),
+                (
+                    planning_name,
+                    linear_baseline(target, s, FIRST_PROGRESS_FEATURE, true)?,
+                ),
+                (
+                    "linear_all_features",
+                    linear_baseline(target, s, feature_names().len(), false)?,
+                ),
+            ] {
+                baselines.insert(name.to_string(), mae(&answers, &s.eval_y));
+                let at_start = mae(&pick(&answers), &pick(&s.eval_y));
+                if at_start.is_finite() {
+                    baselines_start.insert(name.to_string(), at_start);
+                }
+            }
         }
     }
+    baselines_start.retain(|_, v: &mut f64| v.is_finite());
     let (baseline_name, baseline) = baselines
         .iter()
         .fold(None::<(&String, f64)>, |best, (k, v)| match best {
@@ -294,6 +311,7 @@ pub(super) fn report(
         class_frequencies: freqs,
         holdout_pairs: holdout_pairs(target, set, s, &pred),
         start_snapshot_holdout: start_metric.is_finite().then_some(start_metric),
+        baselines_start_snapshot: baselines_start,
         feature_set_version: FEATURE_SET_VERSION.to_string(),
         skipped: set.skipped.clone(),
     })
