@@ -130,6 +130,12 @@ pub struct Extraction {
     pub skipped: BTreeMap<String, u64>,
 }
 
+/// `ids` without repeats, in first-seen order.
+fn distinct(ids: &[i64]) -> Vec<i64> {
+    let mut seen = HashSet::new();
+    ids.iter().copied().filter(|id| seen.insert(*id)).collect()
+}
+
 /// Point-in-time features for `project_ids` as of `as_of` (strictly earlier
 /// timestamps only). Set-based: six queries whatever the number of ids.
 pub async fn extract_features(
@@ -137,12 +143,7 @@ pub async fn extract_features(
     project_ids: &[i64],
     as_of: DateTime<Utc>,
 ) -> Result<Extraction, BackendError> {
-    let mut seen = HashSet::new();
-    let ids: Vec<i64> = project_ids
-        .iter()
-        .copied()
-        .filter(|id| seen.insert(*id))
-        .collect();
+    let ids = distinct(project_ids);
     let loaded = history::load(db, Scope::Ids(&ids)).await?;
     let records = history::load_team_records(db, &teams_of(&loaded)).await?;
     Ok(rows_of(&ids, loaded, &records, as_of))
@@ -156,12 +157,7 @@ pub(crate) async fn extract_features_reference(
     project_ids: &[i64],
     as_of: DateTime<Utc>,
 ) -> Result<Extraction, BackendError> {
-    let mut seen = HashSet::new();
-    let ids: Vec<i64> = project_ids
-        .iter()
-        .copied()
-        .filter(|id| seen.insert(*id))
-        .collect();
+    let ids = distinct(project_ids);
     let loaded = history::reference::load(db, Scope::Ids(&ids)).await?;
     let records = history::reference::load_team_records(db, &teams_of(&loaded)).await?;
     Ok(rows_of(&ids, loaded, &records, as_of))

@@ -506,34 +506,7 @@ pub(crate) mod reference {
         }
 
         for (p, undated) in out.iter_mut().zip(&mut undated) {
-            // Rows arrive in whatever order the database returns them; features
-            // and targets must not depend on it, not even in the last bit of a sum.
-            p.tasks.sort_by(|a, b| {
-                (a.created, a.started, a.completed)
-                    .cmp(&(b.created, b.started, b.completed))
-                    .then(
-                        a.estimate
-                            .unwrap_or(-1.0)
-                            .total_cmp(&b.estimate.unwrap_or(-1.0)),
-                    )
-            });
-            p.entries
-                .sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-            p.expenses
-                .sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-            undated.sort_by(f64::total_cmp);
-            p.total_cost =
-                p.expenses.iter().map(|e| e.1).sum::<f64>() + undated.iter().sum::<f64>();
-            p.members.sort_by(|a, b| {
-                a.allocation
-                    .total_cmp(&b.allocation)
-                    .then(
-                        a.experience
-                            .unwrap_or(-1.0)
-                            .total_cmp(&b.experience.unwrap_or(-1.0)),
-                    )
-                    .then(a.rate.unwrap_or(-1.0).total_cmp(&b.rate.unwrap_or(-1.0)))
-            });
+            super::order(p, undated);
         }
         Loaded {
             projects: out,
