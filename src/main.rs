@@ -16,7 +16,19 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's full collection on the calling thread: its empty pages go
+/// back to the OS now instead of after its purge delay, which needs later
+/// allocator activity on that thread to run.
+#[allow(unsafe_code)]
+fn return_freed_pages() {
+    // SAFETY: mi_collect takes no pointer and reads no caller memory; it
+    // walks mimalloc's own per-thread and arena structures and may be
+    // called from any thread at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 fn main() -> std::process::ExitCode {
+    rpa_ml_shared::memory::set_release(return_freed_pages);
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         // A container runtime reads a health check's exit 2 as reserved:

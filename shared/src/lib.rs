@@ -8,6 +8,7 @@ pub mod config;
 mod db_error;
 pub mod demo;
 pub mod jobs;
+pub mod memory;
 pub mod metrics;
 pub mod ml;
 pub mod mlflow;

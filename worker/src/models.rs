@@ -201,7 +201,10 @@ impl ModelCache {
         let local = tokio::task::spawn_blocking(move || {
             let mut last = None;
             for path in candidates {
-                match load_artifact(&path, &sha) {
+                let res = load_artifact(&path, &sha);
+                // The parser's tree is gone: its pages need not stay resident.
+                rpa_ml_shared::memory::release_freed();
+                match res {
                     Ok(m) => return Ok(m),
                     Err(e) => last = Some(e),
                 }
@@ -221,11 +224,16 @@ impl ModelCache {
         };
         let sha = row.artifact_sha256.clone();
         let res = tokio::task::spawn_blocking(move || {
-            let model = parse_artifact(&bytes, &sha, &cached)?;
-            if let Err(e) = cache_artifact(&cached, &bytes) {
+            let model = parse_artifact(&bytes, &sha, &cached);
+            if model.is_ok()
+                && let Err(e) = cache_artifact(&cached, &bytes)
+            {
                 tracing::warn!(error = %e, "could not cache a model artifact locally; it is fetched again next time");
             }
-            Ok(model)
+            drop(bytes);
+            // The parser's tree and the fetched bytes are gone: their pages need not stay resident.
+            rpa_ml_shared::memory::release_freed();
+            model
         })
         .await
         .map_err(|e| format!("loader panicked: {e}"))?;
