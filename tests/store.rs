@@ -74,6 +74,7 @@ fn predictions(job_id: &str, n: i64, version: i32) -> Vec<PredictionRow> {
             class: Some("low".into()),
             output: Some(json!({"p": 0.5})),
             error: None,
+            as_of: None,
         })
         .collect()
 }

@@ -108,7 +108,7 @@ macro_rules! bind_new_job {
         let kind = $job.payload.kind();
         $q.bind(&$job.id)
             .bind(kind.as_str())
-            .bind(kind.queue().as_str())
+            .bind($job.payload.queue().as_str())
             .bind(sqlx::types::Json(&$job.payload))
             .bind($job.max_attempts)
             .bind($job.payload.dedup_key())
@@ -271,6 +271,22 @@ pub struct PredictionRow {
     pub class: Option<String>,
     pub output: Option<serde_json::Value>,
     pub error: Option<String>,
+    /// The cut-off the features were computed as of. A row that has it, a
+    /// model version and no error also becomes its project's latest
+    /// forecast for the target (`latest_predictions`), unless a newer one
+    /// is kept.
+    #[serde(default)]
+    pub as_of: Option<DateTime<Utc>>,
+}
+
+impl PredictionRow {
+    /// The latest-forecast row this answer makes, if it is an answer.
+    fn latest(&self) -> Option<(i32, DateTime<Utc>)> {
+        match (self.error.is_none(), self.model_version, self.as_of) {
+            (true, Some(v), Some(at)) => Some((v, at)),
+            _ => None,
+        }
+    }
 }
 
 impl Store {
@@ -298,7 +314,7 @@ impl Store {
                     q = q
                         .bind(&j.id)
                         .bind(kind.as_str())
-                        .bind(kind.queue().as_str())
+                        .bind(j.payload.queue().as_str())
                         .bind(Json(&j.payload))
                         .bind(j.max_attempts)
                         .bind(storable_opt(j.request_id.as_deref()))
@@ -518,6 +534,33 @@ impl Store {
                         }
                         q.execute(&mut *tx).await?;
                     }
+                    // One row per (project, target): PostgreSQL refuses an
+                    // upsert that touches a row twice.
+                    let latest: Vec<&PredictionRow> = predictions
+                        .iter()
+                        .filter(|r| r.latest().is_some())
+                        .map(|r| ((r.project_id, r.target), r))
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                        .into_values()
+                        .collect();
+                    for chunk in latest.chunks(PREDICTION_CHUNK) {
+                        let sql = latest_sql(chunk.len());
+                        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+                        for r in chunk {
+                            let (version, as_of) = r.latest().unwrap_or((0, now));
+                            q = q
+                                .bind(r.project_id)
+                                .bind(r.target.as_str())
+                                .bind(version)
+                                .bind(as_of)
+                                .bind(r.value)
+                                .bind(storable_opt(r.class.as_deref()))
+                                .bind(r.output.as_ref().map(|o| Json(storable_json(o))))
+                                .bind(&r.job_id)
+                                .bind(now);
+                        }
+                        q.execute(&mut *tx).await?;
+                    }
                     tx.commit().await?;
                     Ok::<bool, sqlx::Error>(true)
                 } else {
@@ -545,6 +588,22 @@ fn predictions_sql(n: usize) -> String {
         " ON CONFLICT (job_id, project_id, target) DO UPDATE SET model_version = excluded.model_version, \
          value = excluded.value, class = excluded.class, output = excluded.output, error = excluded.error, \
          created_at = excluded.created_at",
+    );
+    sql
+}
+
+/// Upserts latest forecasts (9 binds a row); an older forecast (a job that
+/// started before the one already kept) leaves the newer one in place.
+fn latest_sql(n: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO latest_predictions (project_id, target, model_version, as_of, value, class, output, job_id, updated_at) VALUES ",
+    );
+    sql.push_str(&values_rows(n, 9, "($1, $2, $3, $4, $5, $6, $7, $8, $9)"));
+    sql.push_str(
+        " ON CONFLICT (project_id, target) DO UPDATE SET model_version = excluded.model_version, \
+         as_of = excluded.as_of, value = excluded.value, class = excluded.class, output = excluded.output, \
+         job_id = excluded.job_id, updated_at = excluded.updated_at \
+         WHERE latest_predictions.as_of <= excluded.as_of",
     );
     sql
 }
