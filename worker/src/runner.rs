@@ -47,7 +47,9 @@ pub async fn run(
         name: state.name.clone(),
         host: rpa_ml_shared::telemetry::hostname(),
         pid: std::process::id() as i32,
-        queues: queues
+        // As asked: `predict` stands for its three lanes.
+        queues: opts
+            .queues
             .iter()
             .map(|q| q.as_str())
             .collect::<Vec<_>>()
