@@ -185,10 +185,17 @@ pub enum Claim {
 /// [`Store::set_outcome`].
 #[derive(Debug, Clone, Copy)]
 pub enum JobOutcome<'a> {
-    /// Done; a prediction job's per-project answers are stored with it.
+    /// Done; a prediction job's per-project answers are stored with it
+    /// (and its answers become the latest forecasts).
     Succeeded {
         result: &'a serde_json::Value,
         predictions: &'a [PredictionRow],
+    },
+    /// Done; a scoring run's answers only become the latest forecasts (the
+    /// `predictions` table keeps the answers of jobs someone asked for).
+    Scored {
+        result: &'a serde_json::Value,
+        forecasts: &'a [PredictionRow],
     },
     /// It can never succeed (bad input, no model, a bug).
     Failed { error: &'a str },
@@ -215,7 +222,7 @@ impl JobOutcome<'_> {
     /// The state the row moves to.
     pub fn state(&self) -> JobState {
         match self {
-            JobOutcome::Succeeded { .. } => JobState::Succeeded,
+            JobOutcome::Succeeded { .. } | JobOutcome::Scored { .. } => JobState::Succeeded,
             JobOutcome::Failed { .. } => JobState::Failed,
             JobOutcome::Dead { .. } => JobState::Dead,
             JobOutcome::Cancelled { .. } => JobState::Cancelled,
@@ -230,7 +237,7 @@ impl JobOutcome<'_> {
     /// lease is gone.
     fn sql(&self) -> &'static str {
         match self {
-            JobOutcome::Succeeded { .. } => concat!(
+            JobOutcome::Succeeded { .. } | JobOutcome::Scored { .. } => concat!(
                 // $5 result
                 "UPDATE jobs SET state = 'succeeded', stage = 'succeeded', result = $5, \
                  error = NULL, progress = 1, finished_at = $4, updated_at = $4, lease_until = NULL",
@@ -494,7 +501,8 @@ impl Store {
     /// meanwhile (its lease ran out and the reconciler took it back, or an
     /// operator acted): the caller's outcome is then dropped, no row
     /// changes, and the other holder's outcome stands. A success and its
-    /// predictions are written in one transaction: both or neither.
+    /// predictions and latest forecasts are written in one transaction:
+    /// all or nothing.
     pub async fn set_outcome(
         &self,
         id: &str,
@@ -502,9 +510,10 @@ impl Store {
         outcome: JobOutcome<'_>,
     ) -> Result<bool, StoreError> {
         let now = Utc::now();
-        let predictions = match outcome {
-            JobOutcome::Succeeded { predictions, .. } => predictions,
-            _ => &[],
+        let (predictions, forecasts) = match outcome {
+            JobOutcome::Succeeded { predictions, .. } => (predictions, predictions),
+            JobOutcome::Scored { forecasts, .. } => (&[][..], forecasts),
+            _ => (&[][..], &[][..]),
         };
         let state = outcome.state();
         let kept = on_pool!(self, p => {
@@ -514,14 +523,16 @@ impl Store {
                 .bind(holder.attempt)
                 .bind(now);
             let q = match outcome {
-                JobOutcome::Succeeded { result, .. } => q.bind(Json(storable_json(result))),
+                JobOutcome::Succeeded { result, .. } | JobOutcome::Scored { result, .. } => {
+                    q.bind(Json(storable_json(result)))
+                }
                 JobOutcome::Failed { error }
                 | JobOutcome::Dead { error }
                 | JobOutcome::Cancelled { error } => q.bind(storable(error)).bind(state.as_str()),
                 JobOutcome::Retry { error, run_at } => q.bind(storable(error)).bind(run_at),
                 JobOutcome::Deferred { stage, run_at } => q.bind(storable(stage)).bind(run_at),
             };
-            if predictions.is_empty() {
+            if predictions.is_empty() && forecasts.is_empty() {
                 q.execute(p).await.map(|r| r.rows_affected() == 1)
             } else {
                 let mut tx = p.begin().await?;
@@ -536,18 +547,19 @@ impl Store {
                     }
                     // One row per (project, target): PostgreSQL refuses an
                     // upsert that touches a row twice.
-                    let latest: Vec<&PredictionRow> = predictions
+                    let latest: Vec<(&PredictionRow, i32, DateTime<Utc>)> = forecasts
                         .iter()
-                        .filter(|r| r.latest().is_some())
-                        .map(|r| ((r.project_id, r.target), r))
+                        .filter_map(|r| {
+                            r.latest()
+                                .map(|(version, as_of)| ((r.project_id, r.target), (r, version, as_of)))
+                        })
                         .collect::<std::collections::BTreeMap<_, _>>()
                         .into_values()
                         .collect();
                     for chunk in latest.chunks(PREDICTION_CHUNK) {
                         let sql = latest_sql(chunk.len());
                         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-                        for r in chunk {
-                            let (version, as_of) = r.latest().unwrap_or((0, now));
+                        for &(r, version, as_of) in chunk {
                             q = q
                                 .bind(r.project_id)
                                 .bind(r.target.as_str())

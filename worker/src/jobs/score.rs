@@ -2,7 +2,8 @@
 //! production model, chunk by chunk (`BATCH_SIZE`) with progress and
 //! cancellation checkpoints, the work of a predict job over all open
 //! projects. Each answer becomes its project's latest forecast for the
-//! target (kept in the same transaction as the job's outcome), which
+//! target (kept in the same transaction as the job's outcome; unlike a
+//! predict job's, its answers are not added to `predictions`), which
 //! `GET /api/v1/projects/{id}/predictions` and `GET /api/v1/predictions`
 //! read without a job. Enqueued by `SCORE_CRON` and after a production
 //! model changes; runs in the low-priority lane.
@@ -37,7 +38,7 @@ pub async fn run(state: &WorkerState, job: &JobRow, s: &ScoreJob) -> Result<Outc
         priority: Priority::Low,
     };
     let (mut result, rows) = match super::predict::score(state, job, &p).await? {
-        Outcome::WithPredictions(result, rows) => (result, rows),
+        Outcome::WithPredictions(result, rows) | Outcome::Scored(result, rows) => (result, rows),
         Outcome::Plain(result) => (result, Vec::new()),
     };
     let projects = result["summary"]["projects"].as_u64().unwrap_or(0);
@@ -68,15 +69,15 @@ pub async fn run(state: &WorkerState, job: &JobRow, s: &ScoreJob) -> Result<Outc
         })
         .collect();
     if let Value::Object(m) = &mut result {
-        // Thousands of answers: the latest forecasts and the stored
-        // predictions hold them; the job's result keeps the figures.
+        // Thousands of answers: the latest forecasts hold them; the job's
+        // result keeps the figures.
         m.remove("predictions");
         m.insert("reason".into(), json!(s.reason));
         m.insert("targets".into(), Value::Object(targets));
         m.insert("coverage".into(), json!(ratio(answered, asked)));
     }
     tracing::info!(projects, answered, asked, "scoring run done");
-    Ok(Outcome::WithPredictions(result, rows))
+    Ok(Outcome::Scored(result, rows))
 }
 
 fn ratio(a: u64, of: u64) -> Option<f64> {
