@@ -229,3 +229,27 @@ async fn task(msg: JobMessage, state: Data<Arc<WorkerState>>) -> Result<(), BoxD
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_are_weighted_two_two_one_and_low_always_has_a_slot() {
+        assert_eq!(slots(QueueName::PredictHigh, 4), 4);
+        assert_eq!(slots(QueueName::Predict, 4), 4);
+        assert_eq!(slots(QueueName::PredictLow, 4), 2);
+        assert_eq!(slots(QueueName::PredictLow, 1), 1);
+        assert_eq!(slots(QueueName::PredictLow, 5), 3);
+        assert_eq!(slots(QueueName::Train, 8), 1);
+        let served: Vec<QueueName> = QueueName::Predict.served_with().to_vec();
+        assert_eq!(
+            served,
+            [
+                QueueName::PredictHigh,
+                QueueName::Predict,
+                QueueName::PredictLow
+            ]
+        );
+    }
+}
