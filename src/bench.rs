@@ -43,9 +43,23 @@ impl Client {
     }
 
     async fn submit(&self, target: &str, ids: &[i64]) -> anyhow::Result<String> {
+        self.submit_at(target, ids, None).await
+    }
+
+    /// A predict job at `priority` (the API's default when `None`).
+    async fn submit_at(
+        &self,
+        target: &str,
+        ids: &[i64],
+        priority: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let mut body = json!({"targets": [target], "project_ids": ids});
+        if let Some(p) = priority {
+            body["priority"] = json!(p);
+        }
         let resp = self
             .req(reqwest::Method::POST, "/api/v1/predict")
-            .json(&json!({"targets": [target], "project_ids": ids}))
+            .json(&body)
             .send()
             .await?;
         let status = resp.status();
@@ -205,6 +219,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         parse_pids(&args.pids)?
     };
     let batch_for = |i: usize| window(&pool.ids, per_job, i);
+    if args.priority_samples > 0 {
+        return priority_probe(&args, client, &pool, per_job).await;
+    }
     println!(
         "bench: {} jobs × {} project(s), {} clients, target {}, against {}",
         args.jobs, per_job, args.concurrency, args.target, client.base
@@ -380,6 +397,139 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     });
     report_processes(&watched, &before, &after, results.len(), &mut summary);
     write_summary(args.json_out.as_deref(), &summary)
+}
+
+/// `--priority-samples N`: queues `--jobs` low jobs of `--projects-per-job`
+/// projects, then submits N high 1-project jobs one after another, each
+/// waited for, and prints their submit → result p50 and p99 (as the client
+/// sees it, and as the server stamped it). Bounded by `--max-secs`; the
+/// backlog still queued at the end is cancelled. Only against this host.
+async fn priority_probe(
+    args: &BenchArgs,
+    client: Arc<Client>,
+    pool: &IdPool,
+    per_job: usize,
+) -> anyhow::Result<()> {
+    let host = reqwest::Url::parse(&client.base)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    if !matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]") {
+        bail!("--priority-samples queues thousands of jobs: only against 127.0.0.1 (got {host:?})");
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.max_secs.max(1));
+    println!(
+        "priority: {} low jobs × {per_job} projects (from {}), then {} high 1-project jobs one after another, against {}",
+        args.jobs, pool.source, args.priority_samples, client.base
+    );
+    let started = Instant::now();
+    let submits: Vec<anyhow::Result<String>> = futures::stream::iter(0..args.jobs)
+        .map(|i| {
+            let c = client.clone();
+            let batch = window(&pool.ids, per_job, i);
+            let target = args.target.clone();
+            async move { c.submit_at(&target, &batch, Some("low")).await }
+        })
+        .buffer_unordered(args.concurrency.max(1))
+        .collect()
+        .await;
+    let mut backlog = Vec::with_capacity(submits.len());
+    for r in submits {
+        backlog.push(r.context("queueing the low backlog")?);
+    }
+    println!(
+        "backlog: {} low jobs queued in {:.1}s",
+        backlog.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let low_before = lane_counts(&client, "predict_low").await;
+
+    let mut wall = Histogram::<u64>::new(3)?;
+    let mut server = Histogram::<u64>::new(3)?;
+    let mut failed = 0usize;
+    for i in 0..args.priority_samples {
+        if Instant::now() > deadline {
+            println!("stopped after {i} high jobs: --max-secs reached");
+            break;
+        }
+        let t = Instant::now();
+        let id = client
+            .submit_at(&args.target, &window(&pool.ids, 1, i), Some("high"))
+            .await?;
+        let job = client.wait(&id).await?;
+        wall.record(t.elapsed().as_micros().max(1) as u64)?;
+        if job["status"] != "succeeded" {
+            failed += 1;
+        }
+        if let (Some(a), Some(b)) = (ts(&job["created_at"]), ts(&job["finished_at"])) {
+            server.record((b - a).num_microseconds().unwrap_or(0).max(1) as u64)?;
+        }
+    }
+    let low_after = lane_counts(&client, "predict_low").await;
+    println!(
+        "high 1-project jobs under the low backlog ({} jobs): submit → result p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (client); server-stamped p50 {:.1} ms, p99 {:.1} ms; {failed} not succeeded",
+        wall.len(),
+        ms(&wall, 0.5),
+        ms(&wall, 0.99),
+        wall.max() as f64 / 1000.0,
+        ms(&server, 0.5),
+        ms(&server, 0.99),
+    );
+    println!(
+        "low lane: {} waiting / {} running / {} succeeded before the high jobs; {} / {} / {} after",
+        low_before.0, low_before.1, low_before.2, low_after.0, low_after.1, low_after.2
+    );
+    let summary = json!({
+        "url": client.base,
+        "low_backlog": backlog.len(),
+        "low_projects_per_job": per_job,
+        "high_jobs": wall.len(),
+        "high_p50_ms": ms(&wall, 0.5),
+        "high_p99_ms": ms(&wall, 0.99),
+        "high_server_p50_ms": ms(&server, 0.5),
+        "high_server_p99_ms": ms(&server, 0.99),
+        "high_not_succeeded": failed,
+        "low_before": {"waiting": low_before.0, "running": low_before.1, "succeeded": low_before.2},
+        "low_after": {"waiting": low_after.0, "running": low_after.1, "succeeded": low_after.2},
+    });
+    // Leave nothing queued behind: cancel what of the backlog has not run.
+    let cancelled: usize = futures::stream::iter(backlog)
+        .map(|id| {
+            let c = client.clone();
+            async move {
+                c.req(reqwest::Method::POST, &format!("/api/v1/jobs/{id}/cancel"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .buffer_unordered(args.concurrency.max(1))
+        .filter(|ok| futures::future::ready(*ok))
+        .count()
+        .await;
+    println!("cleanup: {cancelled} backlog jobs cancelled");
+    write_summary(args.json_out.as_deref(), &summary)
+}
+
+/// (waiting, running, succeeded) of one queue, from `GET /api/v1/queues`.
+async fn lane_counts(client: &Client, queue: &str) -> (i64, i64, i64) {
+    let body: Value = match client
+        .req(reqwest::Method::GET, "/api/v1/queues")
+        .send()
+        .await
+    {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    };
+    let q = body["queues"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|q| q["queue"] == queue)
+        .cloned()
+        .unwrap_or(Value::Null);
+    let n = |k: &str| q[k].as_i64().unwrap_or(-1);
+    (n("waiting"), n("running"), n("succeeded"))
 }
 
 /// What the succeeded jobs' results hold: numeric predictions and how many

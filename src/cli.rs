@@ -211,4 +211,13 @@ pub struct BenchArgs {
     /// Also write the figures as one JSON object to this file.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
+    /// Priority measurement instead of the load run: queue `--jobs` LOW jobs
+    /// of `--projects-per-job` projects, then submit this many HIGH
+    /// 1-project jobs one after another and print their submit → result
+    /// p50 / p99; the backlog left is cancelled. Only against 127.0.0.1.
+    #[arg(long, default_value_t = 0)]
+    pub priority_samples: usize,
+    /// Longest the priority measurement samples, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub max_secs: u64,
 }

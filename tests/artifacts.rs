@@ -26,9 +26,13 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Every target: a worker serving `predict` also runs the scoring run the
+/// first promotions enqueued, which loads every production model.
 async fn predict_succeeds(te: &TestEnv, ids: &[i64], node: &str) {
     let c = te.client();
-    let id = c.predict(&["completion_time", "risk"], ids).await;
+    let id = c
+        .predict(&["completion_time", "budget_variance", "risk"], ids)
+        .await;
     let job = c.wait_job(&id, 60).await;
     assert_eq!(
         job["status"],

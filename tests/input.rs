@@ -338,6 +338,7 @@ async fn nul_bytes_never_fail_a_write(store: &Store, mode: Mode) {
         class: Some("c\0".into()),
         output: Some(json!({"why": "\0"})),
         error: Some("project name \0".into()),
+        as_of: None,
     }];
     let success = JobOutcome::Succeeded {
         result: &result,

@@ -74,6 +74,7 @@ fn predictions(job_id: &str, n: i64, version: i32) -> Vec<PredictionRow> {
             class: Some("low".into()),
             output: Some(json!({"p": 0.5})),
             error: None,
+            as_of: None,
         })
         .collect()
 }
@@ -425,6 +426,78 @@ async fn model_documents_are_kept_apart(store: &Store, mode: Mode) {
     assert_eq!(got.await.expect("read"), None, "{mode:?}: unknown version");
 }
 
+/// Succeeds a new job with one answer for project 7 (risk) made as of `at`
+/// (an error instead when `error`).
+async fn answer_as_of(
+    store: &Store,
+    at: chrono::DateTime<Utc>,
+    version: i32,
+    error: bool,
+) -> String {
+    let job = running_job(store).await;
+    let rows = [PredictionRow {
+        job_id: job.id.clone(),
+        project_id: 7,
+        target: Target::Risk,
+        model_version: Some(version),
+        value: None,
+        class: (!error).then(|| "high".into()),
+        output: Some(json!({"class": "high", "contributions": []})),
+        error: error.then(|| "no usable data".into()),
+        as_of: Some(at),
+    }];
+    let result = json!({});
+    let ok = JobOutcome::Succeeded {
+        result: &result,
+        predictions: &rows,
+    };
+    assert!(
+        store
+            .set_outcome(&job.id, by(WORKER, &job), ok)
+            .await
+            .expect("outcome")
+    );
+    job.id
+}
+
+async fn the_latest_forecast_is_the_newest_answer(store: &Store, mode: Mode) {
+    let now = Utc::now().trunc_subsecs(3);
+    let first = answer_as_of(store, now, 3, false).await;
+    let kept = |v: &Vec<rpa_ml_shared::store::LatestPrediction>| {
+        v.iter()
+            .map(|p| (p.job_id.clone(), p.model_version, p.as_of))
+            .collect::<Vec<_>>()
+    };
+    let got = store.latest_for_project(7).await.expect("read");
+    assert_eq!(kept(&got), vec![(first.clone(), 3, now)], "{mode:?}");
+    assert_eq!(got[0].class.as_deref(), Some("high"), "{mode:?}");
+    // A job that started earlier but ended later does not replace it, nor
+    // does an error.
+    answer_as_of(store, now - chrono::Duration::seconds(5), 2, false).await;
+    answer_as_of(store, now + chrono::Duration::seconds(5), 4, true).await;
+    let got = store.latest_for_project(7).await.expect("read");
+    assert_eq!(kept(&got), vec![(first, 3, now)], "{mode:?}");
+    // A newer answer does.
+    let later = now + chrono::Duration::seconds(10);
+    let newer = answer_as_of(store, later, 4, false).await;
+    let page = store
+        .latest_for_projects(Target::Risk, &[7, 8])
+        .await
+        .expect("read");
+    assert_eq!(page.len(), 1, "{mode:?}");
+    assert_eq!(
+        (
+            page[&7].job_id.clone(),
+            page[&7].model_version,
+            page[&7].as_of
+        ),
+        (newer, 4, later),
+        "{mode:?}"
+    );
+    let summary = store.forecast_summary().await.expect("summary");
+    assert_eq!(summary[&Target::Risk].count, 1, "{mode:?}");
+}
+
 #[tokio::test]
 async fn job_outcomes_and_model_documents_on_sqlite_and_postgres() {
     for mode in [Mode::Embedded, Mode::Scale] {
@@ -437,6 +510,7 @@ async fn job_outcomes_and_model_documents_on_sqlite_and_postgres() {
         only_expired_leases_are_taken_back(&store, mode).await;
         a_deferral_gives_its_attempt_back(&store, mode).await;
         model_documents_are_kept_apart(&store, mode).await;
+        the_latest_forecast_is_the_newest_answer(&store, mode).await;
         store.close().await;
     }
 }

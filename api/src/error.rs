@@ -64,6 +64,7 @@ error_codes! {
     NothingToRollBackTo => ("nothing_to_roll_back_to", CONFLICT, "no earlier production version to go back to"),
     PayloadTooLarge => ("payload_too_large", PAYLOAD_TOO_LARGE, "the body is larger than MAX_BODY_BYTES"),
     BatchTooLarge => ("batch_too_large", PAYLOAD_TOO_LARGE, "more project ids than MAX_PROJECTS_PER_REQUEST"),
+    TooManyIds => ("too_many_ids", UNPROCESSABLE_ENTITY, "more than 500 project ids in one read of the latest forecasts; ask in pages"),
     IdempotencyKeyReused => ("idempotency_key_reused", UNPROCESSABLE_ENTITY, "the Idempotency-Key was used within IDEMPOTENCY_RETENTION_HOURS for another request (method, path or body)"),
     InternalError => ("internal_error", INTERNAL_SERVER_ERROR, "a bug; it has been logged"),
     DependencyUnavailable => ("dependency_unavailable", SERVICE_UNAVAILABLE, "the ML store, the queue or the backend database does not answer; try again shortly"),

@@ -10,12 +10,12 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Map, Value, json};
 
-use rpa_ml_shared::jobs::{JobKind, JobState};
+use rpa_ml_shared::jobs::{JobKind, JobState, Priority};
 use rpa_ml_shared::ml::Target;
 
 use crate::error::ErrorCode;
 use crate::input::{MAX_TEXT_CHARS, PLAIN_TEXT_PATTERN};
-use crate::routes::ops;
+use crate::routes::{forecasts, ops};
 use crate::state::AppState;
 
 /// `GET /api/v1/openapi.json`.
@@ -134,6 +134,77 @@ fn monitoring_metrics() -> Value {
         "summary": "Per production model: hold-out metrics, realised metrics, thresholds, prediction counts, latest drift",
         "security": [{"bearer": []}, {"apiKey": []}],
         "responses": {"200": {"description": "one entry per target"}}
+    }})
+}
+
+/// A kept forecast as the read routes answer it.
+fn latest_prediction_schema() -> Value {
+    json!({"type": "object",
+    "required": ["project_id", "target", "model_version", "production_version", "as_of", "age_seconds", "stale", "stale_reasons", "job_id"],
+    "properties": {
+        "project_id": {"type": "integer"},
+        "target": {"$ref": "#/components/schemas/Target"},
+        "model_version": {"type": "integer", "description": "the version that made it"},
+        "production_version": {"type": ["integer", "null"], "description": "the target's production version now"},
+        "as_of": {"type": "string", "format": "date-time", "description": "the cut-off its features were computed as of"},
+        "age_seconds": {"type": "number"},
+        "stale": {"type": "boolean"},
+        "stale_reasons": {"type": "array", "items": {"type": "string", "enum": ["newer_model", "too_old", "no_production_model"]},
+            "description": "newer_model: made by another version than the production one; too_old: older than SCORE_MAX_AGE; no_production_model: the target has none now"},
+        "job_id": {"type": "string", "description": "the predict or score job that made it"},
+        "value": {"type": "number"}, "class": {"type": "string"},
+        "probabilities": {"type": "object"}, "interval_80": {"type": "array"}, "interval_90": {"type": "array"},
+        "contributions": {"type": "array"}, "days_remaining": {"type": "number"}, "predicted_end_date": {"type": "string"}
+    }})
+}
+
+fn project_forecasts() -> Value {
+    json!({"get": {
+        "summary": "The latest forecast of one project for every target, without a job (kept by scoring runs and predict jobs)",
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "parameters": [{"name": "id", "in": "path", "required": true,
+            "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": i64::MAX}}],
+        "responses": {
+            "200": {"description": "forecasts per target, and the targets without one (`missing`, with why)",
+                "content": {"application/json": {"schema": {"type": "object", "required": ["project_id", "predictions", "missing", "max_age_seconds"], "properties": {
+                    "project_id": {"type": "integer"},
+                    "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/LatestPrediction"}},
+                    "missing": {"type": "array", "items": {"type": "object", "required": ["target", "reason"], "properties": {
+                        "target": {"$ref": "#/components/schemas/Target"}, "reason": {"type": "string"}}}},
+                    "max_age_seconds": {"type": "number", "description": "SCORE_MAX_AGE"}}}}}},
+            "400": error_response("The project id is not a positive integer"),
+            "404": error_response("No such project (project_not_found)"),
+        }
+    }})
+}
+
+fn forecast_page() -> Value {
+    json!({"get": {
+        "summary": "The latest forecasts of one target for a page of projects, without a job",
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "parameters": [
+            {"name": "target", "in": "query", "required": true, "schema": {"$ref": "#/components/schemas/Target"}},
+            {"name": "ids", "in": "query", "required": true,
+             "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,17}(,[1-9][0-9]{0,17})*$"},
+             "description": format!("comma-separated project ids, at most {} distinct (repeats are answered once)", forecasts::MAX_IDS)}
+        ],
+        "responses": {
+            "200": {"description": "the forecasts found, in the order asked, and the ids without one: not scored yet, or unknown to the backend",
+                "content": {"application/json": {"schema": {"type": "object",
+                    "required": ["target", "production_version", "max_age_seconds", "summary", "predictions", "not_scored_ids", "unknown_ids"],
+                    "properties": {
+                        "target": {"$ref": "#/components/schemas/Target"},
+                        "production_version": {"type": ["integer", "null"]},
+                        "max_age_seconds": {"type": "number"},
+                        "summary": {"type": "object", "properties": {
+                            "requested": {"type": "integer"}, "found": {"type": "integer"}, "stale": {"type": "integer"},
+                            "not_scored": {"type": "integer"}, "unknown": {"type": "integer"}}},
+                        "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/LatestPrediction"}},
+                        "not_scored_ids": {"type": "array", "items": {"type": "integer"}},
+                        "unknown_ids": {"type": "array", "items": {"type": "integer"}}}}}}},
+            "400": error_response("`target` missing or unknown (unknown_target), `ids` missing, empty or not positive integers (validation_error)"),
+            "422": error_response("More project ids than the read takes (too_many_ids)"),
+        }
     }})
 }
 
@@ -327,6 +398,13 @@ fn base_document(max_ids: usize) -> Value {
                     "404": error_response("Unknown target"), "409": error_response("No production model, or nothing to roll back to")}
             }},
             "/api/v1/monitoring/drift": monitoring_drift(),
+            "/api/v1/projects/{id}/predictions": project_forecasts(),
+            "/api/v1/predictions": forecast_page(),
+            "/api/v1/scoring": {"get": {
+                "summary": "Scoring runs for the ops page: the last one and the last successful one (coverage per target, age), the active one, and per target how many forecasts are kept and how old the oldest is",
+                "security": [{"bearer": []}, {"apiKey": []}],
+                "responses": {"200": {"description": "scoring status"}}
+            }},
             "/api/v1/monitoring/metrics": monitoring_metrics(),
         },
         "components": {
@@ -342,12 +420,17 @@ fn base_document(max_ids: usize) -> Value {
                 "PredictRequest": {"type": "object", "required": ["targets"], "additionalProperties": false, "properties": {
                     "targets": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Target"}},
                     "project_ids": project_ids(max_ids),
-                    "all_open": {"type": "boolean"}},
+                    "all_open": {"type": "boolean"},
+                    "priority": {"$ref": "#/components/schemas/Priority"}},
                     "oneOf": one_selection(&["targets"])},
                 "PredictOneRequest": {"type": "object", "additionalProperties": false, "properties": {
                     "project_ids": project_ids(max_ids),
-                    "all_open": {"type": "boolean"}},
+                    "all_open": {"type": "boolean"},
+                    "priority": {"$ref": "#/components/schemas/Priority"}},
                     "oneOf": one_selection(&[])},
+                "Priority": {"type": "string", "enum": Priority::names(), "default": "normal",
+                    "description": "the lane the job waits in: high is served first under a backlog, low (where scheduled scoring runs) still progresses"},
+                "LatestPrediction": latest_prediction_schema(),
                 "RetrainRequest": {"type": "object", "additionalProperties": false, "properties": {
                     "targets": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Target"}}}},
                 "Accepted": {"type": "object", "required": ["job_id", "status", "status_url"], "properties": {
@@ -358,6 +441,9 @@ fn base_document(max_ids: usize) -> Value {
                     "job_id": {"type": "string"}, "kind": {"type": "string", "enum": JobKind::names(),
                         "description": JobKind::ALL.map(|k| format!("{}: {}", k.as_str(), k.spec().summary)).join("; ")},
                     "status": {"type": "string", "enum": JobState::ALL.map(|s| s.as_str())},
+                    "queue": {"type": "string"},
+                    "priority": {"type": ["string", "null"], "enum": [Value::Null, "high", "normal", "low"],
+                        "description": "predict jobs' priority (score jobs: low); null for kinds outside the prediction lanes"},
                     "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"}, "progress": {"type": "number"},
                     "stage": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]},
                     "result": {"type": ["object", "null"]}, "created_at": {"type": "string"},

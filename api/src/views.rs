@@ -10,6 +10,8 @@ pub fn job_view(job: &JobRow) -> Value {
         "job_id": job.id,
         "kind": job.kind,
         "queue": job.queue,
+        // Kinds outside the prediction lanes have none: null.
+        "priority": job.payload.priority(),
         "status": job.state,
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,

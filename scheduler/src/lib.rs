@@ -3,7 +3,9 @@
 //!
 //! - `RETRAIN_CRON` → a `retrain` of every target (queue `train`);
 //! - `DRIFT_CRON` → a `drift` check (queue `maintenance`);
-//! - `MAINTENANCE_CRON` → a `maintenance` pass (queue `maintenance`).
+//! - `MAINTENANCE_CRON` → a `maintenance` pass (queue `maintenance`);
+//! - `SCORE_CRON` → a `score` run of every open project (queue
+//!   `predict_low`: batch scoring is low priority).
 //!
 //! Which kinds run on a schedule, and what a tick enqueues, is the table in
 //! [`scheduled`].
@@ -27,7 +29,7 @@ use cron::Schedule;
 use tokio_util::sync::CancellationToken;
 
 use rpa_ml_shared::config::Config;
-use rpa_ml_shared::jobs::{DriftJob, JobKind, JobPayload, MaintenanceJob, RetrainJob};
+use rpa_ml_shared::jobs::{DriftJob, JobKind, JobPayload, MaintenanceJob, RetrainJob, ScoreJob};
 use rpa_ml_shared::ml::Target;
 use rpa_ml_shared::queue::Queue;
 use rpa_ml_shared::store::Store;
@@ -48,6 +50,11 @@ fn scheduled(
 ) -> Option<(&'static str, &str, JobPayload)> {
     match kind {
         JobKind::Predict => None,
+        JobKind::Score => Some((
+            "SCORE_CRON",
+            &config.score_cron,
+            JobPayload::Score(ScoreJob { reason }),
+        )),
         JobKind::Retrain => Some((
             "RETRAIN_CRON",
             &config.retrain_cron,

@@ -15,7 +15,13 @@ listed_enum! {
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
     #[serde(rename_all = "snake_case")]
     pub enum QueueName {
+        /// Normal-priority predictions (the queue name predictions always had,
+        /// so messages queued before priorities existed are still served).
         Predict,
+        /// High-priority (interactive) predictions.
+        PredictHigh,
+        /// Low-priority predictions and scheduled batch scoring.
+        PredictLow,
         Train,
         Maintenance,
     }
@@ -25,8 +31,26 @@ impl QueueName {
     pub fn as_str(self) -> &'static str {
         match self {
             QueueName::Predict => "predict",
+            QueueName::PredictHigh => "predict_high",
+            QueueName::PredictLow => "predict_low",
             QueueName::Train => "train",
             QueueName::Maintenance => "maintenance",
+        }
+    }
+
+    /// The queues a worker serves when asked for `self`: `predict` means
+    /// every prediction lane, so a worker started as before serves them all.
+    pub fn served_with(self) -> &'static [QueueName] {
+        match self {
+            QueueName::Predict => &[
+                QueueName::PredictHigh,
+                QueueName::Predict,
+                QueueName::PredictLow,
+            ],
+            QueueName::PredictHigh => &[QueueName::PredictHigh],
+            QueueName::PredictLow => &[QueueName::PredictLow],
+            QueueName::Train => &[QueueName::Train],
+            QueueName::Maintenance => &[QueueName::Maintenance],
         }
     }
 }
@@ -42,10 +66,12 @@ impl FromStr for QueueName {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim() {
             "predict" => Ok(QueueName::Predict),
+            "predict_high" => Ok(QueueName::PredictHigh),
+            "predict_low" => Ok(QueueName::PredictLow),
             "train" => Ok(QueueName::Train),
             "maintenance" => Ok(QueueName::Maintenance),
             other => Err(format!(
-                "unknown queue {other:?}; expected predict, train or maintenance"
+                "unknown queue {other:?}; expected predict, predict_high, predict_low, train or maintenance"
             )),
         }
     }
@@ -64,9 +90,72 @@ listed_enum! {
     #[serde(rename_all = "snake_case")]
     pub enum JobKind {
         Predict,
+        Score,
         Retrain,
         Drift,
         Maintenance,
+    }
+}
+
+listed_enum! {
+    /// How urgently a prediction is wanted. Each priority is its own queue
+    /// (a lane): workers keep slots for every lane, so a high job never
+    /// waits behind a backlog of low ones and low ones still progress.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Priority {
+        High,
+        #[default]
+        Normal,
+        Low,
+    }
+}
+
+impl Priority {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
+    /// The queue (lane) of a prediction at this priority.
+    pub const fn queue(self) -> QueueName {
+        match self {
+            Priority::High => QueueName::PredictHigh,
+            Priority::Normal => QueueName::Predict,
+            Priority::Low => QueueName::PredictLow,
+        }
+    }
+
+    pub fn is_normal(&self) -> bool {
+        *self == Priority::Normal
+    }
+
+    pub fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|p| p.as_str()).collect()
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown priority {s:?}; expected one of {}",
+                    Self::names().join(", ")
+                )
+            })
     }
 }
 
@@ -106,6 +195,13 @@ impl JobKind {
                 dedup: Dedup::Never,
                 checkpoints: true,
                 summary: "score projects for one or more targets with the production models",
+            },
+            JobKind::Score => KindSpec {
+                name: "score",
+                queue: QueueName::PredictLow,
+                dedup: Dedup::PerKind,
+                checkpoints: true,
+                summary: "score every open project for every target with a production model and keep each latest forecast",
             },
             JobKind::Retrain => KindSpec {
                 name: "retrain",
@@ -234,6 +330,20 @@ pub enum ProjectSelection {
 pub struct PredictJob {
     pub targets: BTreeSet<Target>,
     pub projects: ProjectSelection,
+    /// Which lane it waits in; absent (as in every payload written before
+    /// priorities existed) means normal.
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
+}
+
+/// Payload of a `score` job: every open project, every target with a
+/// production model, at low priority.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScoreJob {
+    /// Who asked: "scheduler" and the tick time, or the promotion or
+    /// rollback that changed a production model.
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// Payload of a `retrain` job.
@@ -271,6 +381,7 @@ pub struct MaintenanceJob {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobPayload {
     Predict(PredictJob),
+    Score(ScoreJob),
     Retrain(RetrainJob),
     Drift(DriftJob),
     Maintenance(MaintenanceJob),
@@ -280,6 +391,7 @@ impl JobPayload {
     pub fn kind(&self) -> JobKind {
         match self {
             JobPayload::Predict(_) => JobKind::Predict,
+            JobPayload::Score(_) => JobKind::Score,
             JobPayload::Retrain(_) => JobKind::Retrain,
             JobPayload::Drift(_) => JobKind::Drift,
             JobPayload::Maintenance(_) => JobKind::Maintenance,
@@ -291,7 +403,25 @@ impl JobPayload {
         match self {
             JobPayload::Predict(p) => Some(&p.targets),
             JobPayload::Retrain(r) => Some(&r.targets),
-            JobPayload::Drift(_) | JobPayload::Maintenance(_) => None,
+            JobPayload::Score(_) | JobPayload::Drift(_) | JobPayload::Maintenance(_) => None,
+        }
+    }
+
+    /// The queue this job's message goes to: a prediction's lane follows
+    /// its priority; every other kind has one queue.
+    pub fn queue(&self) -> QueueName {
+        match self {
+            JobPayload::Predict(p) => p.priority.queue(),
+            other => other.kind().queue(),
+        }
+    }
+
+    /// The priority of kinds that wait in a prediction lane.
+    pub fn priority(&self) -> Option<Priority> {
+        match self {
+            JobPayload::Predict(p) => Some(p.priority),
+            JobPayload::Score(_) => Some(Priority::Low),
+            JobPayload::Retrain(_) | JobPayload::Drift(_) | JobPayload::Maintenance(_) => None,
         }
     }
 
@@ -334,6 +464,7 @@ mod tests {
         let p = JobPayload::Predict(PredictJob {
             targets: [Target::Risk, Target::CompletionTime].into_iter().collect(),
             projects: ProjectSelection::Ids(vec![1, 2]),
+            priority: Priority::Normal,
         });
         let s = serde_json::to_string(&p).expect("serialize");
         assert_eq!(
@@ -342,6 +473,25 @@ mod tests {
         );
         let back: JobPayload = serde_json::from_str(&s).expect("parse");
         assert_eq!(back, p);
+    }
+
+    #[test]
+    fn priority_picks_the_lane_and_normal_keeps_the_old_payload() {
+        let old = r#"{"kind":"predict","targets":["risk"],"projects":"all_open"}"#;
+        let p: JobPayload = serde_json::from_str(old).expect("parse");
+        assert_eq!(p.queue(), QueueName::Predict);
+        assert_eq!(p.priority(), Some(Priority::Normal));
+        let high = JobPayload::Predict(PredictJob {
+            targets: [Target::Risk].into_iter().collect(),
+            projects: ProjectSelection::Ids(vec![1]),
+            priority: Priority::High,
+        });
+        assert_eq!(high.queue(), QueueName::PredictHigh);
+        let s = serde_json::to_string(&high).expect("serialize");
+        assert!(s.contains(r#""priority":"high""#), "{s}");
+        let score = JobPayload::Score(ScoreJob { reason: "t".into() });
+        assert_eq!(score.queue(), QueueName::PredictLow);
+        assert_eq!(score.dedup_key().as_deref(), Some("score"));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::jobs::JobKind;
 use crate::store::{Store, StoreError};
 
 /// The content type of [`render`]'s output.
@@ -123,6 +124,10 @@ pub struct Metrics {
     pub drift_score: Family<TargetLabels, FloatGauge>,
     pub drift_detected: Family<TargetLabels, Gauge>,
     pub drift_checked: Family<TargetLabels, Gauge>,
+    pub forecasts: Family<TargetLabels, Gauge>,
+    pub forecast_oldest_age: Family<TargetLabels, FloatGauge>,
+    pub score_coverage: Family<TargetLabels, FloatGauge>,
+    pub score_last_success: Gauge,
 }
 
 fn latency_buckets() -> Histogram {
@@ -160,6 +165,10 @@ impl Metrics {
             drift_score: Family::default(),
             drift_detected: Family::default(),
             drift_checked: Family::default(),
+            forecasts: Family::default(),
+            forecast_oldest_age: Family::default(),
+            score_coverage: Family::default(),
+            score_last_success: Gauge::default(),
             registry: Registry::default(),
             names: Vec::new(),
         };
@@ -256,6 +265,26 @@ impl Metrics {
             "drift_checked_timestamp_seconds",
             "When the target was last checked for drift (Unix time)",
             m.drift_checked.clone(),
+        );
+        reg!(
+            "forecasts",
+            "Latest forecasts kept per target (one per project scored)",
+            m.forecasts.clone(),
+        );
+        reg!(
+            "forecast_oldest_age_seconds",
+            "Age of the oldest kept latest forecast per target",
+            m.forecast_oldest_age.clone(),
+        );
+        reg!(
+            "score_coverage_ratio",
+            "Share of open projects the last successful scoring run answered, per target",
+            m.score_coverage.clone(),
+        );
+        reg!(
+            "score_last_success_timestamp_seconds",
+            "When the last successful scoring run ended (Unix time; 0 before the first)",
+            m.score_last_success.clone(),
         );
         Metrics {
             registry,
@@ -395,6 +424,44 @@ pub async fn refresh_from_store(store: &Store) -> Result<(), StoreError> {
         }
         if let Some(n) = realised.get("projects").and_then(|v| v.as_i64()) {
             m.model_realised_projects.get_or_create(&target).set(n);
+        }
+    }
+
+    let forecasts = store.forecast_summary().await?;
+    m.forecasts.clear();
+    m.forecast_oldest_age.clear();
+    for (target, f) in &forecasts {
+        let labels = TargetLabels {
+            target: target.as_str().into(),
+        };
+        m.forecasts.get_or_create(&labels).set(f.count);
+        if let Some(oldest) = f.oldest_as_of {
+            m.forecast_oldest_age
+                .get_or_create(&labels)
+                .set((now - oldest).num_milliseconds().max(0) as f64 / 1000.0);
+        }
+    }
+    let (_, good) = store.last_finished_of_kind(JobKind::Score).await?;
+    m.score_coverage.clear();
+    if let Some(job) = good {
+        if let Some(at) = job.finished_at {
+            m.score_last_success.set(at.timestamp());
+        }
+        if let Some(targets) = job
+            .result
+            .as_ref()
+            .and_then(|r| r.get("targets"))
+            .and_then(|t| t.as_object())
+        {
+            for (target, t) in targets {
+                if let Some(c) = t.get("coverage").and_then(|c| c.as_f64()) {
+                    m.score_coverage
+                        .get_or_create(&TargetLabels {
+                            target: target.clone(),
+                        })
+                        .set(c);
+                }
+            }
         }
     }
     Ok(())

@@ -82,7 +82,7 @@ async fn push_new(
             kind: job.kind,
             request_id: job.request_id.clone(),
         };
-        match queue.push_as(job.kind.queue(), &msg, None, task_id).await {
+        match queue.push_as(job.queue, &msg, None, task_id).await {
             Ok(()) => {}
             Err(e) => {
                 tracing::warn!(job.id = %job.id, error = %e, "push failed; the reconciler will push it");

@@ -451,6 +451,26 @@ pub mod rpa_ml_store_probe {
             }
         }
 
+        /// Runs one statement (no binds) directly on the store.
+        pub async fn exec(&self, sql: &str) -> u64 {
+            match &self.store {
+                rpa_ml_shared::store::Store::Sqlite(p) => {
+                    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                        .execute(p)
+                        .await
+                        .expect("exec")
+                        .rows_affected()
+                }
+                rpa_ml_shared::store::Store::Postgres(p) => {
+                    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                        .execute(p)
+                        .await
+                        .expect("exec")
+                        .rows_affected()
+                }
+            }
+        }
+
         pub async fn count(&self, sql: &'static str) -> i64 {
             match &self.store {
                 rpa_ml_shared::store::Store::Sqlite(p) => {
@@ -482,6 +502,7 @@ pub fn predict_job(request_id: Option<String>) -> rpa_ml_shared::store::NewJob {
         payload: JobPayload::Predict(PredictJob {
             targets: [rpa_ml_shared::ml::Target::Risk].into_iter().collect(),
             projects: ProjectSelection::Ids(vec![1]),
+            priority: Default::default(),
         }),
         max_attempts: 3,
         request_id,

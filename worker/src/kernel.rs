@@ -181,13 +181,21 @@ async fn record_outcome(
     };
     match outcome {
         Ok(outcome) => {
-            let (result, rows) = match outcome {
-                Outcome::Plain(v) => (v, Vec::new()),
-                Outcome::WithPredictions(v, rows) => (v, rows),
+            let (result, rows, scored) = match outcome {
+                Outcome::Plain(v) => (v, Vec::new(), false),
+                Outcome::WithPredictions(v, rows) => (v, rows, false),
+                Outcome::Scored(v, rows) => (v, rows, true),
             };
-            let success = JobOutcome::Succeeded {
-                result: &result,
-                predictions: &rows,
+            let success = if scored {
+                JobOutcome::Scored {
+                    result: &result,
+                    forecasts: &rows,
+                }
+            } else {
+                JobOutcome::Succeeded {
+                    result: &result,
+                    predictions: &rows,
+                }
             };
             if write_outcome(state, job, success).await? {
                 counted("succeeded");

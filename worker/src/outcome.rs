@@ -68,4 +68,6 @@ impl From<ModelError> for JobError {
 pub enum Outcome {
     Plain(Value),
     WithPredictions(Value, Vec<PredictionRow>),
+    /// A scoring run: its rows become the latest forecasts only.
+    Scored(Value, Vec<PredictionRow>),
 }

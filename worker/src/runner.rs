@@ -20,9 +20,11 @@ use crate::{queue_retention, reconcile};
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
+    /// The queues asked for; `predict` stands for every prediction lane
+    /// ([`QueueName::served_with`]).
     pub queues: Vec<QueueName>,
-    /// Concurrent jobs on the predict queue. Training runs one job at a time
-    /// per process; maintenance too.
+    /// Concurrent jobs per prediction lane (see [`slots`]). Training runs
+    /// one job at a time per process; maintenance too.
     pub concurrency: usize,
     /// Run the reconciler and the queue retention sweep in this process.
     pub reconcile: bool,
@@ -35,10 +37,17 @@ pub async fn run(
     opts: WorkerOptions,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let mut queues: Vec<QueueName> = Vec::new();
+    for q in opts.queues.iter().flat_map(|q| q.served_with()) {
+        if !queues.contains(q) {
+            queues.push(*q);
+        }
+    }
     let roster = WorkerRow {
         name: state.name.clone(),
         host: rpa_ml_shared::telemetry::hostname(),
         pid: std::process::id() as i32,
+        // As asked: `predict` stands for its three lanes.
         queues: opts
             .queues
             .iter()
@@ -81,11 +90,8 @@ pub async fn run(
         let shutdown = shutdown.clone();
         tasks.spawn(async move { queue_retention::run_loop(state, shutdown).await });
     }
-    for &queue in &opts.queues {
-        let concurrency = match queue {
-            QueueName::Predict => opts.concurrency.max(1),
-            QueueName::Train | QueueName::Maintenance => 1,
-        };
+    for &queue in &queues {
+        let concurrency = slots(queue, opts.concurrency);
         let state = state.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move { supervise(state, queue, concurrency, shutdown).await });
@@ -96,6 +102,20 @@ pub async fn run(
     }
     tracing::info!(worker = %state.name, "worker stopped");
     Ok(())
+}
+
+/// The slots (concurrent jobs) of each queue, for a `--concurrency` of `c`:
+/// the prediction lanes are weighted 2 : 2 : 1. High and normal each have
+/// `c` slots of their own, so an interactive prediction never waits behind
+/// a backlog in another lane; low has half as many, at least one, so a
+/// backlog of batch work never takes more than that and still moves.
+pub fn slots(queue: QueueName, c: usize) -> usize {
+    let c = c.max(1);
+    match queue {
+        QueueName::PredictHigh | QueueName::Predict => c,
+        QueueName::PredictLow => c.div_ceil(2),
+        QueueName::Train | QueueName::Maintenance => 1,
+    }
 }
 
 /// Keeps one apalis worker alive on `queue`: a Redis error ends an apalis
@@ -207,5 +227,29 @@ async fn task(msg: JobMessage, state: Data<Arc<WorkerState>>) -> Result<(), BoxD
             tracing::error!(job.id = %job_id, error = %e, "job task panicked");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_are_weighted_two_two_one_and_low_always_has_a_slot() {
+        assert_eq!(slots(QueueName::PredictHigh, 4), 4);
+        assert_eq!(slots(QueueName::Predict, 4), 4);
+        assert_eq!(slots(QueueName::PredictLow, 4), 2);
+        assert_eq!(slots(QueueName::PredictLow, 1), 1);
+        assert_eq!(slots(QueueName::PredictLow, 5), 3);
+        assert_eq!(slots(QueueName::Train, 8), 1);
+        let served: Vec<QueueName> = QueueName::Predict.served_with().to_vec();
+        assert_eq!(
+            served,
+            [
+                QueueName::PredictHigh,
+                QueueName::Predict,
+                QueueName::PredictLow
+            ]
+        );
     }
 }

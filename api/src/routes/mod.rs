@@ -2,6 +2,7 @@
 //! path the router answers, built from the same tables (targets) as the
 //! router, and the OpenAPI document is checked against it.
 
+pub mod forecasts;
 pub mod jobs;
 pub mod models;
 pub mod monitoring;
@@ -26,6 +27,7 @@ pub fn public() -> Router<AppState> {
 /// Routes behind the API key.
 pub fn protected() -> Router<AppState> {
     predict::routes()
+        .merge(forecasts::routes())
         .merge(jobs::routes())
         .merge(models::routes())
         .merge(ops::protected())
@@ -74,6 +76,9 @@ pub fn served() -> Vec<(&'static str, String)> {
         ("get", "/api/v1/monitoring/drift"),
         ("post", "/api/v1/monitoring/drift"),
         ("get", "/api/v1/monitoring/metrics"),
+        ("get", "/api/v1/projects/{id}/predictions"),
+        ("get", "/api/v1/predictions"),
+        ("get", "/api/v1/scoring"),
     ];
     let mut out: Vec<(&'static str, String)> =
         fixed.iter().map(|(m, p)| (*m, p.to_string())).collect();

@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use rpa_ml_shared::jobs::{JobPayload, ScoreJob};
 use rpa_ml_shared::ml::Target;
 use rpa_ml_shared::store::{ModelDocument, ModelStage};
 
@@ -149,8 +150,13 @@ async fn promote(
         .await?;
     tracing::info!(model.target = %target, model.version = model.version, "model promoted by hand");
     move_mlflow_alias(&state, target, model.version).await;
+    let score_job_id = rescore(
+        &state,
+        format!("promoted {target} v{} by hand", model.version),
+    )
+    .await;
     Ok(Json(
-        json!({"target": target, "production_version": model.version, "reason": reason}),
+        json!({"target": target, "production_version": model.version, "reason": reason, "score_job_id": score_job_id}),
     ))
 }
 
@@ -197,9 +203,35 @@ async fn rollback(
         .await?;
     tracing::info!(model.target = %target, from = current.version, to = previous.version, "model rolled back");
     move_mlflow_alias(&state, target, previous.version).await;
+    let score_job_id = rescore(
+        &state,
+        format!(
+            "rolled {target} back from v{} to v{}",
+            current.version, previous.version
+        ),
+    )
+    .await;
     Ok(Json(
-        json!({"target": target, "production_version": previous.version, "rolled_back_from": current.version}),
+        json!({"target": target, "production_version": previous.version, "rolled_back_from": current.version, "score_job_id": score_job_id}),
     ))
+}
+
+/// A production model changed: a scoring run refreshes the kept forecasts
+/// (collapsing onto one already waiting). Best effort: the change stands
+/// either way, and the next scheduled run scores them if this fails.
+async fn rescore(state: &AppState, reason: String) -> Option<String> {
+    let payload = JobPayload::Score(ScoreJob { reason });
+    match state
+        .submitter
+        .submit(payload, state.config.job_max_attempts as i32, None)
+        .await
+    {
+        Ok(s) => Some(s.job.id),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not enqueue a scoring run after the model change");
+            None
+        }
+    }
 }
 
 /// Keeps MLflow's `production` alias on the version the registry promoted,

@@ -14,7 +14,9 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::json;
 
-use rpa_ml_shared::jobs::{JobKind, JobPayload, PredictJob, ProjectSelection, RetrainJob};
+use rpa_ml_shared::jobs::{
+    JobKind, JobPayload, PredictJob, Priority, ProjectSelection, RetrainJob,
+};
 use rpa_ml_shared::ml::Target;
 use rpa_ml_shared::store::JobRow;
 
@@ -46,6 +48,8 @@ struct PredictBody {
     project_ids: Option<Vec<i64>>,
     #[serde(default, deserialize_with = "present")]
     all_open: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    priority: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +59,8 @@ struct PredictOneBody {
     project_ids: Option<Vec<i64>>,
     #[serde(default, deserialize_with = "present")]
     all_open: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    priority: Option<String>,
 }
 
 async fn predict(
@@ -64,7 +70,8 @@ async fn predict(
 ) -> Result<Response, ApiError> {
     let targets = parse_targets(body.targets.as_deref(), false)?;
     let selection = parse_selection(&state, body.project_ids, body.all_open)?;
-    submit_predict(&state, &request, targets, selection).await
+    let priority = parse_priority(body.priority.as_deref())?;
+    submit_predict(&state, &request, targets, selection, priority).await
 }
 
 async fn predict_one(
@@ -74,7 +81,28 @@ async fn predict_one(
     target: Target,
 ) -> Result<Response, ApiError> {
     let selection = parse_selection(&state, body.project_ids, body.all_open)?;
-    submit_predict(&state, &request, [target].into_iter().collect(), selection).await
+    let priority = parse_priority(body.priority.as_deref())?;
+    submit_predict(
+        &state,
+        &request,
+        [target].into_iter().collect(),
+        selection,
+        priority,
+    )
+    .await
+}
+
+/// `priority`: high, normal (when absent) or low.
+fn parse_priority(raw: Option<&str>) -> Result<Priority, ApiError> {
+    match raw {
+        None => Ok(Priority::Normal),
+        Some(p) => Priority::from_str(p).map_err(|_| {
+            ApiError::validation(format!(
+                "`priority` must be one of {}; got {p:?}",
+                Priority::names().join(", ")
+            ))
+        }),
+    }
 }
 
 fn parse_targets(raw: Option<&[String]>, default_all: bool) -> Result<BTreeSet<Target>, ApiError> {
@@ -149,6 +177,7 @@ async fn submit_predict(
     request: &JobRequest,
     targets: BTreeSet<Target>,
     selection: ProjectSelection,
+    priority: Priority,
 ) -> Result<Response, ApiError> {
     if let ProjectSelection::Ids(ids) = &selection {
         // Refuse a request none of whose projects exist, before anything is
@@ -171,6 +200,7 @@ async fn submit_predict(
     let payload = JobPayload::Predict(PredictJob {
         targets,
         projects: selection,
+        priority,
     });
     enqueue(state, request, payload).await
 }

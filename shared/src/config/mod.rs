@@ -237,6 +237,8 @@ impl fmt::Debug for Config {
             .field("retrain_cron", &self.retrain_cron)
             .field("drift_cron", &self.drift_cron)
             .field("maintenance_cron", &self.maintenance_cron)
+            .field("score_cron", &self.score_cron)
+            .field("score_max_age", &self.score_max_age)
             .field("model_retention", &self.model_retention)
             .field("job_max_attempts", &self.job_max_attempts)
             .field("job_retention_days", &self.job_retention_days)

@@ -251,6 +251,13 @@ declare! {
             /// Maintenance (retention, reconciliation sweep); default hourly.
             MAINTENANCE_CRON = "0 0 * * * *", Cron => maintenance_cron: String,
                 "Stored with a seconds field, as `cron::Schedule::from_str` takes it.";
+            /// Batch scoring of every open project for every target with a production
+            /// model, kept as each project's latest forecast; default daily 01:00.
+            SCORE_CRON = "0 0 1 * * *", Cron => score_cron: String,
+                "Stored with a seconds field, as `cron::Schedule::from_str` takes it.";
+            /// Age in seconds past which a kept forecast is answered `stale` (>= 1);
+            /// default 36 hours, so one missed daily run shows.
+            SCORE_MAX_AGE = "129600", Secs { min: 1 } => score_max_age: std::time::Duration;
             /// A tick missed while every scheduler was down is enqueued once when one comes
             /// back, if it is younger than this many seconds (0: never catch up).
             SCHEDULER_CATCHUP_MAX_AGE_SECS = "21600", Secs { min: 0 }

@@ -108,7 +108,7 @@ macro_rules! bind_new_job {
         let kind = $job.payload.kind();
         $q.bind(&$job.id)
             .bind(kind.as_str())
-            .bind(kind.queue().as_str())
+            .bind($job.payload.queue().as_str())
             .bind(sqlx::types::Json(&$job.payload))
             .bind($job.max_attempts)
             .bind($job.payload.dedup_key())
@@ -185,10 +185,17 @@ pub enum Claim {
 /// [`Store::set_outcome`].
 #[derive(Debug, Clone, Copy)]
 pub enum JobOutcome<'a> {
-    /// Done; a prediction job's per-project answers are stored with it.
+    /// Done; a prediction job's per-project answers are stored with it
+    /// (and its answers become the latest forecasts).
     Succeeded {
         result: &'a serde_json::Value,
         predictions: &'a [PredictionRow],
+    },
+    /// Done; a scoring run's answers only become the latest forecasts (the
+    /// `predictions` table keeps the answers of jobs someone asked for).
+    Scored {
+        result: &'a serde_json::Value,
+        forecasts: &'a [PredictionRow],
     },
     /// It can never succeed (bad input, no model, a bug).
     Failed { error: &'a str },
@@ -215,7 +222,7 @@ impl JobOutcome<'_> {
     /// The state the row moves to.
     pub fn state(&self) -> JobState {
         match self {
-            JobOutcome::Succeeded { .. } => JobState::Succeeded,
+            JobOutcome::Succeeded { .. } | JobOutcome::Scored { .. } => JobState::Succeeded,
             JobOutcome::Failed { .. } => JobState::Failed,
             JobOutcome::Dead { .. } => JobState::Dead,
             JobOutcome::Cancelled { .. } => JobState::Cancelled,
@@ -230,7 +237,7 @@ impl JobOutcome<'_> {
     /// lease is gone.
     fn sql(&self) -> &'static str {
         match self {
-            JobOutcome::Succeeded { .. } => concat!(
+            JobOutcome::Succeeded { .. } | JobOutcome::Scored { .. } => concat!(
                 // $5 result
                 "UPDATE jobs SET state = 'succeeded', stage = 'succeeded', result = $5, \
                  error = NULL, progress = 1, finished_at = $4, updated_at = $4, lease_until = NULL",
@@ -271,6 +278,22 @@ pub struct PredictionRow {
     pub class: Option<String>,
     pub output: Option<serde_json::Value>,
     pub error: Option<String>,
+    /// The cut-off the features were computed as of. A row that has it, a
+    /// model version and no error also becomes its project's latest
+    /// forecast for the target (`latest_predictions`), unless a newer one
+    /// is kept.
+    #[serde(default)]
+    pub as_of: Option<DateTime<Utc>>,
+}
+
+impl PredictionRow {
+    /// The latest-forecast row this answer makes, if it is an answer.
+    fn latest(&self) -> Option<(i32, DateTime<Utc>)> {
+        match (self.error.is_none(), self.model_version, self.as_of) {
+            (true, Some(v), Some(at)) => Some((v, at)),
+            _ => None,
+        }
+    }
 }
 
 impl Store {
@@ -298,7 +321,7 @@ impl Store {
                     q = q
                         .bind(&j.id)
                         .bind(kind.as_str())
-                        .bind(kind.queue().as_str())
+                        .bind(j.payload.queue().as_str())
                         .bind(Json(&j.payload))
                         .bind(j.max_attempts)
                         .bind(storable_opt(j.request_id.as_deref()))
@@ -478,7 +501,8 @@ impl Store {
     /// meanwhile (its lease ran out and the reconciler took it back, or an
     /// operator acted): the caller's outcome is then dropped, no row
     /// changes, and the other holder's outcome stands. A success and its
-    /// predictions are written in one transaction: both or neither.
+    /// predictions and latest forecasts are written in one transaction:
+    /// all or nothing.
     pub async fn set_outcome(
         &self,
         id: &str,
@@ -486,9 +510,10 @@ impl Store {
         outcome: JobOutcome<'_>,
     ) -> Result<bool, StoreError> {
         let now = Utc::now();
-        let predictions = match outcome {
-            JobOutcome::Succeeded { predictions, .. } => predictions,
-            _ => &[],
+        let (predictions, forecasts) = match outcome {
+            JobOutcome::Succeeded { predictions, .. } => (predictions, predictions),
+            JobOutcome::Scored { forecasts, .. } => (&[][..], forecasts),
+            _ => (&[][..], &[][..]),
         };
         let state = outcome.state();
         let kept = on_pool!(self, p => {
@@ -498,14 +523,16 @@ impl Store {
                 .bind(holder.attempt)
                 .bind(now);
             let q = match outcome {
-                JobOutcome::Succeeded { result, .. } => q.bind(Json(storable_json(result))),
+                JobOutcome::Succeeded { result, .. } | JobOutcome::Scored { result, .. } => {
+                    q.bind(Json(storable_json(result)))
+                }
                 JobOutcome::Failed { error }
                 | JobOutcome::Dead { error }
                 | JobOutcome::Cancelled { error } => q.bind(storable(error)).bind(state.as_str()),
                 JobOutcome::Retry { error, run_at } => q.bind(storable(error)).bind(run_at),
                 JobOutcome::Deferred { stage, run_at } => q.bind(storable(stage)).bind(run_at),
             };
-            if predictions.is_empty() {
+            if predictions.is_empty() && forecasts.is_empty() {
                 q.execute(p).await.map(|r| r.rows_affected() == 1)
             } else {
                 let mut tx = p.begin().await?;
@@ -515,6 +542,34 @@ impl Store {
                         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
                         for r in chunk {
                             q = bind_prediction!(q, r, now);
+                        }
+                        q.execute(&mut *tx).await?;
+                    }
+                    // One row per (project, target): PostgreSQL refuses an
+                    // upsert that touches a row twice.
+                    let latest: Vec<(&PredictionRow, i32, DateTime<Utc>)> = forecasts
+                        .iter()
+                        .filter_map(|r| {
+                            r.latest()
+                                .map(|(version, as_of)| ((r.project_id, r.target), (r, version, as_of)))
+                        })
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                        .into_values()
+                        .collect();
+                    for chunk in latest.chunks(PREDICTION_CHUNK) {
+                        let sql = latest_sql(chunk.len());
+                        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+                        for &(r, version, as_of) in chunk {
+                            q = q
+                                .bind(r.project_id)
+                                .bind(r.target.as_str())
+                                .bind(version)
+                                .bind(as_of)
+                                .bind(r.value)
+                                .bind(storable_opt(r.class.as_deref()))
+                                .bind(r.output.as_ref().map(|o| Json(storable_json(o))))
+                                .bind(&r.job_id)
+                                .bind(now);
                         }
                         q.execute(&mut *tx).await?;
                     }
@@ -545,6 +600,22 @@ fn predictions_sql(n: usize) -> String {
         " ON CONFLICT (job_id, project_id, target) DO UPDATE SET model_version = excluded.model_version, \
          value = excluded.value, class = excluded.class, output = excluded.output, error = excluded.error, \
          created_at = excluded.created_at",
+    );
+    sql
+}
+
+/// Upserts latest forecasts (9 binds a row); an older forecast (a job that
+/// started before the one already kept) leaves the newer one in place.
+fn latest_sql(n: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO latest_predictions (project_id, target, model_version, as_of, value, class, output, job_id, updated_at) VALUES ",
+    );
+    sql.push_str(&values_rows(n, 9, "($1, $2, $3, $4, $5, $6, $7, $8, $9)"));
+    sql.push_str(
+        " ON CONFLICT (project_id, target) DO UPDATE SET model_version = excluded.model_version, \
+         as_of = excluded.as_of, value = excluded.value, class = excluded.class, output = excluded.output, \
+         job_id = excluded.job_id, updated_at = excluded.updated_at \
+         WHERE latest_predictions.as_of <= excluded.as_of",
     );
     sql
 }

@@ -88,6 +88,7 @@ macro_rules! fetch {
 
 mod artifacts;
 mod drift;
+mod forecasts;
 mod idempotency;
 mod jobs;
 mod lease;
@@ -99,6 +100,7 @@ mod text;
 mod workers;
 
 pub use drift::{DriftReportRow, PredictionCount, StoredPrediction};
+pub use forecasts::{ForecastSummary, LatestPrediction};
 pub use idempotency::{IdempotencyKey, KeyedJob};
 pub use jobs::{Claim, InsertOutcome, JobOutcome, JobRow, NewJob, PredictionRow};
 pub use lease::{Checkpoint, Holder};

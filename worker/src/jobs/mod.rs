@@ -7,6 +7,7 @@ pub mod drift;
 pub mod maintenance;
 pub mod predict;
 pub mod retrain;
+pub mod score;
 
 use rpa_ml_shared::jobs::JobPayload;
 use rpa_ml_shared::store::JobRow;
@@ -18,6 +19,7 @@ use crate::state::WorkerState;
 pub async fn run(state: &WorkerState, job: &JobRow) -> Result<Outcome, JobError> {
     match &job.payload {
         JobPayload::Predict(p) => predict::run(state, job, p).await,
+        JobPayload::Score(s) => score::run(state, job, s).await,
         JobPayload::Retrain(r) => retrain::run(state, job, r).await,
         JobPayload::Drift(d) => drift::run(state, job, d).await,
         JobPayload::Maintenance(m) => maintenance::run(state, job, m).await,

@@ -35,7 +35,14 @@ pub async fn run(state: &WorkerState, job: &JobRow, p: &PredictJob) -> Result<Ou
     }
 }
 
-async fn score(state: &WorkerState, job: &JobRow, p: &PredictJob) -> Result<Outcome, JobError> {
+/// Scores `p`'s projects as of now, chunk by chunk: the work of a predict
+/// job, and of a score job (`super::score`), which asks for every open
+/// project.
+pub(crate) async fn score(
+    state: &WorkerState,
+    job: &JobRow,
+    p: &PredictJob,
+) -> Result<Outcome, JobError> {
     if p.targets.is_empty() {
         return Err(JobError::Permanent("no targets requested".into()));
     }
@@ -132,6 +139,7 @@ async fn score(state: &WorkerState, job: &JobRow, p: &PredictJob) -> Result<Outc
                             class: None,
                             output: None,
                             error: Some(error),
+                            as_of: Some(as_of),
                         });
                         continue;
                     }
@@ -161,6 +169,7 @@ async fn score(state: &WorkerState, job: &JobRow, p: &PredictJob) -> Result<Outc
                     class: pred.class.clone(),
                     output: Some(output),
                     error: None,
+                    as_of: Some(as_of),
                 });
             }
         }

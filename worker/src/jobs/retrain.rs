@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use rpa_ml_shared::jobs::RetrainJob;
+use rpa_ml_shared::jobs::{JobPayload, RetrainJob, ScoreJob};
 use rpa_ml_shared::ml::{self, FEATURE_SET_VERSION, Target, TrainError};
 use rpa_ml_shared::store::{Holder, JobRow, ModelDocument, ModelStage, NewModel};
 
@@ -45,6 +45,7 @@ pub async fn run(state: &WorkerState, job: &JobRow, r: &RetrainJob) -> Result<Ou
     };
     let n = r.targets.len();
     let mut out = serde_json::Map::new();
+    let mut promoted: Vec<String> = Vec::new();
     let mut failures = Vec::new();
     for (i, &target) in r.targets.iter().enumerate() {
         let base = 0.1 + 0.85 * i as f64 / n as f64;
@@ -178,17 +179,49 @@ pub async fn run(state: &WorkerState, job: &JobRow, r: &RetrainJob) -> Result<Ou
         if let Some(mlflow) = &state.mlflow {
             entry["mlflow"] = export_to_mlflow(state, mlflow, &row, &stage, &metrics).await;
         }
+        if stage == ModelStage::Production {
+            promoted.push(format!("{target} v{}", row.version));
+        }
         out.insert(target.to_string(), entry);
     }
     if failures.len() == n {
         return Err(JobError::Permanent(failures.join("; ")));
     }
-    Ok(Outcome::Plain(json!({
+    let mut result = json!({
         "snapshot": snapshot,
         "data_fingerprint": fingerprint,
         "feature_set_version": FEATURE_SET_VERSION,
         "targets": out,
-    })))
+    });
+    if !promoted.is_empty() {
+        result["score_job_id"] = json!(rescore(state, job, &promoted).await);
+    }
+    Ok(Outcome::Plain(result))
+}
+
+/// A production model changed: the kept forecasts are now older than it,
+/// so a scoring run refreshes them (collapsing onto one already waiting).
+/// Best effort: the promotion stands either way, and the next scheduled
+/// run scores them if this enqueue fails.
+async fn rescore(state: &WorkerState, job: &JobRow, promoted: &[String]) -> Option<String> {
+    let payload = JobPayload::Score(ScoreJob {
+        reason: format!("promoted {} by retrain {}", promoted.join(", "), job.id),
+    });
+    match rpa_ml_shared::submit::submit(
+        &state.store,
+        &state.queue,
+        payload,
+        state.config.job_max_attempts as i32,
+        job.request_id.clone(),
+    )
+    .await
+    {
+        Ok(s) => Some(s.job.id),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not enqueue a scoring run after the promotion");
+            None
+        }
+    }
 }
 
 /// Logs the fit to MLflow and, for a promoted version, moves the

@@ -337,6 +337,34 @@ function renderDrift(status, body) {
   replace("drift", ...parts);
 }
 
+function pct(v) { return v === null || v === undefined ? "–" : `${(100 * v).toFixed(1)} %`; }
+
+function renderScoring(body) {
+  const parts = [];
+  const run = (label, r) => {
+    if (!r) return el("p", { class: "muted" }, `${label}: none yet`);
+    const cls = r.status === "succeeded" ? "ok" : "error";
+    return el("p", {}, `${label}: `, el("span", { class: cls }, r.status),
+      ` ${ago(r.finished_at)}, ${num(r.projects)} open projects, coverage ${pct(r.coverage)}`,
+      r.reason ? ` (${r.reason})` : "", r.error ? el("span", { class: "error" }, ` ${r.error}`) : "");
+  };
+  parts.push(run("last scoring run", body.last_run));
+  if (body.last_run && body.last_success && body.last_run.job_id !== body.last_success.job_id) parts.push(run("last successful run", body.last_success));
+  for (const a of body.active || []) parts.push(el("p", { class: "muted" }, `scoring job ${a.job_id} ${a.status} ${pct(a.progress)} ${a.stage || ""}`));
+  const cover = (body.last_success && body.last_success.targets) || {};
+  const rows = (body.forecasts || []).map(f => {
+    const c = cover[f.target] || {};
+    const old = f.oldest_age_seconds !== null && f.oldest_age_seconds > body.max_age_seconds;
+    return el("tr", {}, el("td", {}, f.target), el("td", { class: "num" }, num(f.production_version)),
+      el("td", { class: "num" }, num(f.kept)), el("td", { class: "num" }, pct(c.coverage)),
+      el("td", { class: "num" + (old ? " error" : "") }, f.oldest_age_seconds === null ? "–" : `${Math.round(f.oldest_age_seconds / 60)} min`));
+  });
+  parts.push(table(["target", { label: "production", num: 1 }, { label: "forecasts kept", num: 1 },
+    { label: "coverage (last run)", num: 1 }, { label: "oldest", num: 1 }], rows));
+  parts.push(el("p", { class: "muted" }, `schedule ${body.score_cron}; stale after ${Math.round(body.max_age_seconds / 3600)} h`));
+  replace("scoring", ...parts);
+}
+
 // ---- polling ------------------------------------------------------------
 
 let timer = null;
@@ -358,6 +386,7 @@ async function refresh() {
       api("/api/v1/workers"),
       api("/api/v1/models"),
       api("/api/v1/monitoring/drift"),
+      api("/api/v1/scoring"),
     ]);
     const auth = calls.find(c => c.status === "rejected" && c.reason instanceof AuthError);
     if (auth) { showKeyForm(apiKey() ? auth.reason.message : ""); return; }
@@ -378,6 +407,7 @@ async function refresh() {
     const d = calls[5];
     if (d.status === "fulfilled") renderDrift(d.value.status, d.value.body);
     else fail("drift", 5);
+    ok(6) ? renderScoring(ok(6)) : fail("scoring", 6);
     document.getElementById("status").textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {
     document.getElementById("status").textContent = `error: ${e.message}`;
