@@ -51,6 +51,16 @@ pub struct JobLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
 }
@@ -123,6 +133,11 @@ pub struct Metrics {
     pub drift_score: Family<TargetLabels, FloatGauge>,
     pub drift_detected: Family<TargetLabels, Gauge>,
     pub drift_checked: Family<TargetLabels, Gauge>,
+    /// Callback delivery attempts this process made: `delivered`, `retry`
+    /// (failed, due again later) or `failed` (given up).
+    pub callback_deliveries: Family<OutcomeLabels, Counter>,
+    /// Callbacks in the outbox by state, from the store.
+    pub callbacks: Family<StateLabels, Gauge>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -160,6 +175,8 @@ impl Metrics {
             drift_score: Family::default(),
             drift_detected: Family::default(),
             drift_checked: Family::default(),
+            callback_deliveries: Family::default(),
+            callbacks: Family::default(),
             registry: Registry::default(),
             names: Vec::new(),
         };
@@ -256,6 +273,16 @@ impl Metrics {
             "drift_checked_timestamp_seconds",
             "When the target was last checked for drift (Unix time)",
             m.drift_checked.clone(),
+        );
+        reg!(
+            "callback_deliveries",
+            "Callback deliveries this process attempted, by outcome (delivered; retry: failed, due again; failed: given up)",
+            m.callback_deliveries.clone(),
+        );
+        reg!(
+            "callbacks",
+            "Job callbacks in the outbox by state (pending, delivered, failed)",
+            m.callbacks.clone(),
         );
         Metrics {
             registry,
@@ -360,6 +387,19 @@ pub async fn refresh_from_store(store: &Store) -> Result<(), StoreError> {
                 })
                 .set(v);
         }
+    }
+
+    let callbacks = store.callback_counts().await?;
+    for (state, n) in [
+        ("pending", callbacks.pending),
+        ("delivered", callbacks.delivered),
+        ("failed", callbacks.failed),
+    ] {
+        m.callbacks
+            .get_or_create(&StateLabels {
+                state: state.into(),
+            })
+            .set(n);
     }
 
     let reports = store.latest_drift_reports().await?;

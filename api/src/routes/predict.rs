@@ -14,6 +14,7 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::json;
 
+use rpa_ml_shared::callback;
 use rpa_ml_shared::jobs::{JobKind, JobPayload, PredictJob, ProjectSelection, RetrainJob};
 use rpa_ml_shared::ml::Target;
 use rpa_ml_shared::store::JobRow;
@@ -46,6 +47,8 @@ struct PredictBody {
     project_ids: Option<Vec<i64>>,
     #[serde(default, deserialize_with = "present")]
     all_open: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    callback_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +58,8 @@ struct PredictOneBody {
     project_ids: Option<Vec<i64>>,
     #[serde(default, deserialize_with = "present")]
     all_open: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    callback_url: Option<String>,
 }
 
 async fn predict(
@@ -64,7 +69,8 @@ async fn predict(
 ) -> Result<Response, ApiError> {
     let targets = parse_targets(body.targets.as_deref(), false)?;
     let selection = parse_selection(&state, body.project_ids, body.all_open)?;
-    submit_predict(&state, &request, targets, selection).await
+    let callback = parse_callback(&state, body.callback_url.as_deref())?;
+    submit_predict(&state, &request, targets, selection, callback).await
 }
 
 async fn predict_one(
@@ -74,7 +80,15 @@ async fn predict_one(
     target: Target,
 ) -> Result<Response, ApiError> {
     let selection = parse_selection(&state, body.project_ids, body.all_open)?;
-    submit_predict(&state, &request, [target].into_iter().collect(), selection).await
+    let callback = parse_callback(&state, body.callback_url.as_deref())?;
+    submit_predict(
+        &state,
+        &request,
+        [target].into_iter().collect(),
+        selection,
+        callback,
+    )
+    .await
 }
 
 fn parse_targets(raw: Option<&[String]>, default_all: bool) -> Result<BTreeSet<Target>, ApiError> {
@@ -103,6 +117,17 @@ fn parse_targets(raw: Option<&[String]>, default_all: bool) -> Result<BTreeSet<T
             })
         })
         .collect()
+}
+
+/// `callback_url`, checked against CALLBACK_ALLOWED_HOSTS, as it will be
+/// stored (normalised).
+fn parse_callback(state: &AppState, raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    callback::check_url(&state.config, raw)
+        .map(|url| Some(url.to_string()))
+        .map_err(|e| ApiError::new(ErrorCode::CallbackNotAllowed, e.to_string()))
 }
 
 fn parse_selection(
@@ -149,6 +174,7 @@ async fn submit_predict(
     request: &JobRequest,
     targets: BTreeSet<Target>,
     selection: ProjectSelection,
+    callback_url: Option<String>,
 ) -> Result<Response, ApiError> {
     if let ProjectSelection::Ids(ids) = &selection {
         // Refuse a request none of whose projects exist, before anything is
@@ -172,7 +198,7 @@ async fn submit_predict(
         targets,
         projects: selection,
     });
-    enqueue(state, request, payload).await
+    enqueue(state, request, payload, callback_url).await
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -217,7 +243,7 @@ async fn retrain(
         reason: "api".into(),
         promote_first: false,
     });
-    enqueue(&state, &request, payload).await
+    enqueue(&state, &request, payload, None).await
 }
 
 /// Accepts a job (row first, then push) and answers 202, or 200 with the
@@ -225,10 +251,12 @@ async fn retrain(
 /// promise, and the reconciler pushes it once the queue answers again.
 /// With an `Idempotency-Key` the row is written with its key; a key taken
 /// meanwhile by a concurrent request answers as the layer would have.
+/// `callback_url` (checked) is written with the job, in its transaction.
 pub async fn enqueue(
     state: &AppState,
     request: &JobRequest,
     payload: JobPayload,
+    callback_url: Option<String>,
 ) -> Result<Response, ApiError> {
     let max_attempts = state.config.job_max_attempts as i32;
     let request_id = request.request_id.clone();
@@ -236,14 +264,14 @@ pub async fn enqueue(
         None => {
             state
                 .submitter
-                .submit(payload, max_attempts, request_id)
+                .submit(payload, max_attempts, request_id, callback_url)
                 .await?
         }
         Some(claim) => {
             let key = claim.store_key(&state.config);
             match state
                 .submitter
-                .submit_keyed(payload, max_attempts, request_id, &key)
+                .submit_keyed(payload, max_attempts, request_id, callback_url, &key)
                 .await?
             {
                 Ok(s) => s,

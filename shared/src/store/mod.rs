@@ -87,6 +87,7 @@ macro_rules! fetch {
 }
 
 mod artifacts;
+mod callbacks;
 mod drift;
 mod idempotency;
 mod jobs;
@@ -98,6 +99,7 @@ mod reconcile;
 mod text;
 mod workers;
 
+pub use callbacks::{AttemptOutcome, CallbackCounts, CallbackRow, CallbackState};
 pub use drift::{DriftReportRow, PredictionCount, StoredPrediction};
 pub use idempotency::{IdempotencyKey, KeyedJob};
 pub use jobs::{Claim, InsertOutcome, JobOutcome, JobRow, NewJob, PredictionRow};
