@@ -1,7 +1,7 @@
-//! Push when done, on Redis + PostgreSQL with real processes: signed
-//! callbacks to a receiver served by this test on 127.0.0.1 (exactly one
-//! per finished job, retried through failures), refused hosts, and the
-//! job event stream.
+//! Push when done, on Redis + PostgreSQL and on the embedded SQLite store,
+//! with real processes: signed callbacks to a receiver served by this test
+//! on 127.0.0.1 (exactly one per finished job, retried through failures),
+//! refused hosts, and the job event stream.
 
 mod common;
 
@@ -147,8 +147,17 @@ async fn predict_with_callback(c: &common::Api, ids: &[i64], url: &str) -> Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callbacks_and_event_streams_on_redis_and_postgres() {
+    callbacks_and_event_streams(Mode::Scale).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_and_event_streams_on_the_embedded_store() {
+    callbacks_and_event_streams(Mode::Embedded).await;
+}
+
+async fn callbacks_and_event_streams(mode: Mode) {
     let (receiver, port) = start_receiver().await;
-    let mut env = TestEnv::new(Mode::Scale).await;
+    let mut env = TestEnv::new(mode).await;
     for (k, v) in [
         ("CALLBACK_ALLOWED_HOSTS", "127.0.0.1"),
         ("CALLBACK_SECRET", SECRET),
@@ -388,4 +397,105 @@ async fn callbacks_and_event_streams_on_redis_and_postgres() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(second);
+}
+
+/// The outbox in the store itself, on both databases: nothing to deliver
+/// while the job runs, one claimant at a time, the lease as the fence of
+/// each attempt's record, and rows purged with their job.
+#[tokio::test]
+async fn the_outbox_on_sqlite_and_postgres() {
+    use rpa_ml_shared::store::{
+        AttemptOutcome, Claim, Holder, JobOutcome, RetentionCutoffs, Store,
+    };
+    for mode in [Mode::Embedded, Mode::Scale] {
+        let env = TestEnv::new(mode).await;
+        let store = Store::connect(&env.store_url, 4).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let lease = Duration::from_secs(30);
+        let mut job = common::predict_job(None);
+        job.callback_url = Some("http://127.0.0.1:9/hook".into());
+        let id = job.id.clone();
+        store.insert_jobs(&[job]).await.expect("insert");
+        let cb = store
+            .job_callback(&id)
+            .await
+            .expect("read")
+            .expect("written with the job");
+        assert_eq!((cb.state.as_str(), cb.attempts), ("pending", 0));
+        assert!(
+            store
+                .claim_callbacks("a", lease, 10)
+                .await
+                .expect("claim")
+                .is_empty(),
+            "{mode:?}: nothing to deliver before the job ends"
+        );
+
+        let Claim::Claimed(row) = store.claim_job(&id, "w", lease).await.expect("claim job") else {
+            panic!("{mode:?}: job not claimable");
+        };
+        let holder = Holder {
+            worker: "w",
+            attempt: row.attempts,
+        };
+        assert!(
+            store
+                .set_outcome(&id, holder, JobOutcome::Failed { error: "no" })
+                .await
+                .expect("outcome")
+        );
+
+        let (a, b) = tokio::join!(
+            store.claim_callbacks("a", lease, 10),
+            store.claim_callbacks("b", lease, 10)
+        );
+        let (a, b) = (a.expect("claim a"), b.expect("claim b"));
+        assert_eq!(a.len() + b.len(), 1, "{mode:?}: one claimant: {a:?} {b:?}");
+        let (owner, other) = if a.len() == 1 { ("a", "b") } else { ("b", "a") };
+        assert!(
+            !store
+                .record_callback_attempt(&cb.id, other, AttemptOutcome::Delivered { status: 200 })
+                .await
+                .expect("record"),
+            "{mode:?}: only the holder records"
+        );
+        assert!(
+            store
+                .record_callback_attempt(
+                    &cb.id,
+                    owner,
+                    AttemptOutcome::Failed {
+                        status: Some(500),
+                        error: "the receiver answered 500".into(),
+                        retry_at: Some(chrono::Utc::now()),
+                    },
+                )
+                .await
+                .expect("record")
+        );
+        let again = store
+            .claim_callbacks(other, lease, 10)
+            .await
+            .expect("claim");
+        assert_eq!(again.len(), 1, "{mode:?}: due again after a failure");
+        assert_eq!(again[0].attempts, 1);
+        assert_eq!(again[0].last_status, Some(500));
+
+        let now = chrono::Utc::now();
+        let long_ago = now - chrono::Duration::days(1);
+        let purged = store
+            .purge_expired(&RetentionCutoffs {
+                finished: now + chrono::Duration::days(1),
+                failed: now + chrono::Duration::days(1),
+                predictions: long_ago,
+                ticks: long_ago,
+                workers: long_ago,
+                idempotency_keys: long_ago,
+            })
+            .await
+            .expect("purge");
+        assert_eq!((purged.failed_jobs, purged.callbacks), (1, 1), "{mode:?}");
+        assert!(store.job_callback(&id).await.expect("read").is_none());
+        store.close().await;
+    }
 }
