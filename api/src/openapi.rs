@@ -20,7 +20,30 @@ use crate::state::AppState;
 
 /// `GET /api/v1/openapi.json`.
 pub async fn serve(State(state): State<AppState>) -> Json<Value> {
-    Json(document(state.config.max_projects_per_request))
+    let mut doc = document(state.config.max_projects_per_request);
+    if state.config.callback_allowed_hosts.is_empty() {
+        without_callbacks(&mut doc);
+    }
+    Json(doc)
+}
+
+/// A deployment that allows no callback host refuses every `callback_url`:
+/// its document does not offer the field (sending it is then an unknown
+/// field, still refused).
+fn without_callbacks(doc: &mut Value) {
+    for name in ["PredictRequest", "PredictOneRequest"] {
+        let schema = &mut doc["components"]["schemas"][name];
+        if let Some(props) = schema["properties"].as_object_mut() {
+            props.remove("callback_url");
+        }
+        if let Some(branches) = schema["oneOf"].as_array_mut() {
+            branches.retain(|b| {
+                !b["required"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|f| f == "callback_url"))
+            });
+        }
+    }
 }
 
 /// A job id (a ULID) in a path.
@@ -67,7 +90,11 @@ fn job_events() -> Value {
         "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": ULID_PATTERN}}],
         "responses": {
             "200": {"description": "an event stream; each event's data is one JSON object (`end`: a Job)",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "content": {"text/event-stream": {"schema": {"type": "object", "required": ["event", "data"], "properties": {
+                        "event": {"type": "string", "enum": ["progress", "end", "timeout", "error"]},
+                        "data": {"type": "string", "contentMediaType": "application/json"},
+                        "id": {"type": "string"},
+                        "retry": {"type": "integer"}}}}}},
             "404": error_response("No such job"),
             "503": error_response("EVENTS_MAX_STREAMS streams are open (too_many_streams), or the ML store does not answer"),
         }
