@@ -24,6 +24,7 @@ fn drift_job() -> NewJob {
         }),
         max_attempts: 3,
         request_id: None,
+        callback_url: None,
     }
 }
 

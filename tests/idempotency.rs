@@ -202,6 +202,7 @@ async fn keys_in_the_store(store: &Store, mode: Mode) {
         }),
         max_attempts: 3,
         request_id: None,
+        callback_url: None,
     };
     let active = match store.insert_job(retrain("01RETRAINACTIVE")).await {
         Ok(InsertOutcome::Created(job)) => job,

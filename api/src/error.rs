@@ -65,8 +65,10 @@ error_codes! {
     PayloadTooLarge => ("payload_too_large", PAYLOAD_TOO_LARGE, "the body is larger than MAX_BODY_BYTES"),
     BatchTooLarge => ("batch_too_large", PAYLOAD_TOO_LARGE, "more project ids than MAX_PROJECTS_PER_REQUEST"),
     TooManyIds => ("too_many_ids", UNPROCESSABLE_ENTITY, "more than 500 project ids in one read of the latest forecasts; ask in pages"),
+    CallbackNotAllowed => ("callback_not_allowed", UNPROCESSABLE_ENTITY, "the callback_url is not an http(s) URL, carries credentials, or its host is not in CALLBACK_ALLOWED_HOSTS (the message says which); nothing was queued"),
     IdempotencyKeyReused => ("idempotency_key_reused", UNPROCESSABLE_ENTITY, "the Idempotency-Key was used within IDEMPOTENCY_RETENTION_HOURS for another request (method, path or body)"),
     InternalError => ("internal_error", INTERNAL_SERVER_ERROR, "a bug; it has been logged"),
+    TooManyStreams => ("too_many_streams", SERVICE_UNAVAILABLE, "EVENTS_MAX_STREAMS event streams are open on this api process; poll GET /api/v1/jobs/{id} or try again shortly"),
     DependencyUnavailable => ("dependency_unavailable", SERVICE_UNAVAILABLE, "the ML store, the queue or the backend database does not answer; try again shortly"),
 }
 

@@ -20,7 +20,30 @@ use crate::state::AppState;
 
 /// `GET /api/v1/openapi.json`.
 pub async fn serve(State(state): State<AppState>) -> Json<Value> {
-    Json(document(state.config.max_projects_per_request))
+    let mut doc = document(state.config.max_projects_per_request);
+    if state.config.callback_allowed_hosts.is_empty() {
+        without_callbacks(&mut doc);
+    }
+    Json(doc)
+}
+
+/// A deployment that allows no callback host refuses every `callback_url`:
+/// its document does not offer the field (sending it is then an unknown
+/// field, still refused).
+fn without_callbacks(doc: &mut Value) {
+    for name in ["PredictRequest", "PredictOneRequest"] {
+        let schema = &mut doc["components"]["schemas"][name];
+        if let Some(props) = schema["properties"].as_object_mut() {
+            props.remove("callback_url");
+        }
+        if let Some(branches) = schema["oneOf"].as_array_mut() {
+            branches.retain(|b| {
+                !b["required"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|f| f == "callback_url"))
+            });
+        }
+    }
 }
 
 /// A job id (a ULID) in a path.
@@ -38,7 +61,44 @@ fn accepted() -> Value {
         "400": error_response("Malformed JSON, unknown target, or invalid fields"),
         "404": error_response("None of the requested projects exist"),
         "413": error_response("Body larger than MAX_BODY_BYTES or batch larger than MAX_PROJECTS_PER_REQUEST"),
+        "422": error_response("The callback_url is refused: not http(s), malformed, with credentials, or its host is not in CALLBACK_ALLOWED_HOSTS (callback_not_allowed)"),
     })
+}
+
+/// `callback_url` on a job-creating body.
+fn callback_url_schema() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": rpa_ml_shared::callback::MAX_URL_LEN,
+           "pattern": "^https?://[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+           "description": "Where to POST the job view when the job ends (succeeded, failed, dead or cancelled): http or https, its host in CALLBACK_ALLOWED_HOSTS. Signed: X-RPA-ML-Signature is sha256=<hex HMAC-SHA256 of \"<X-RPA-ML-Timestamp>.<body>\" under CALLBACK_SECRET>; X-RPA-ML-Delivery is the same on every retry (drop duplicates); refuse timestamps more than 300 s from your clock. Retried with back-off until a 2xx or CALLBACK_MAX_ATTEMPTS; the job view's `callback` shows how it stands."})
+}
+
+fn callback_schema() -> Value {
+    json!({"type": ["object", "null"], "description": "the job's callback, if it was given a callback_url",
+        "properties": {
+            "url": {"type": "string"},
+            "state": {"type": "string", "enum": rpa_ml_shared::store::CallbackState::ALL.map(|s| s.as_str())},
+            "attempts": {"type": "integer"},
+            "last_status": {"type": ["integer", "null"], "description": "HTTP status of the last attempt, if it got an answer"},
+            "last_error": {"type": ["string", "null"]},
+            "delivered_at": {"type": ["string", "null"]}}})
+}
+
+fn job_events() -> Value {
+    json!({"get": {
+        "summary": "The job as Server-Sent Events: `progress` (status, stage, progress) when the stream opens and at each change, then `end` with the job view, and the stream closes; `timeout` after EVENTS_MAX_SECS; `error` if the store fails or the job is removed",
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": ULID_PATTERN}}],
+        "responses": {
+            "200": {"description": "an event stream; each event's data is one JSON object (`end`: a Job)",
+                    "content": {"text/event-stream": {"schema": {"type": "object", "required": ["event", "data"], "properties": {
+                        "event": {"type": "string", "enum": ["progress", "end", "timeout", "error"]},
+                        "data": {"type": "string", "contentMediaType": "application/json"},
+                        "id": {"type": "string"},
+                        "retry": {"type": "integer"}}}}}},
+            "404": error_response("No such job"),
+            "503": error_response("EVENTS_MAX_STREAMS streams are open (too_many_streams), or the ML store does not answer"),
+        }
+    }})
 }
 
 /// `project_ids`: whole positive int64s, at most `max_ids` of them.
@@ -52,12 +112,17 @@ fn project_ids(max_ids: usize) -> Value {
 /// without `project_ids`; `fixed` names the body's other required fields.
 /// `maxProperties` keeps `project_ids` out of the second branch (a `not`
 /// would say the same, but test generators handle it poorly).
+/// The `all_open` branch comes twice, with and without the optional
+/// `callback_url`, so that `maxProperties` stays exact in each.
 fn one_selection(fixed: &[&str]) -> Value {
     let mut all_open: Vec<&str> = fixed.to_vec();
     all_open.push("all_open");
+    let mut with_callback = all_open.clone();
+    with_callback.push("callback_url");
     json!([
         {"required": ["project_ids"], "properties": {"all_open": {"const": false}}},
-        {"required": all_open, "maxProperties": all_open.len(), "properties": {"all_open": {"const": true}}}
+        {"required": all_open, "maxProperties": all_open.len(), "properties": {"all_open": {"const": true}}},
+        {"required": with_callback, "maxProperties": with_callback.len(), "properties": {"all_open": {"const": true}}}
     ])
 }
 
@@ -288,9 +353,13 @@ fn document_idempotency(paths: &mut Map<String, Value>) {
         responses["400"] = error_response(&format!(
             "{bad}invalid Idempotency-Key (empty, sent twice, over 255 characters, not printable ASCII)"
         ));
-        responses["422"] = error_response(
-            "The Idempotency-Key was used within IDEMPOTENCY_RETENTION_HOURS for another request (method, path or body)",
-        );
+        let unusable = responses
+            .get("422")
+            .and_then(|r| r["description"].as_str())
+            .map_or_else(String::new, |d| format!("{d}; or: "));
+        responses["422"] = error_response(&format!(
+            "{unusable}the Idempotency-Key was used within IDEMPOTENCY_RETENTION_HOURS for another request (method, path or body)"
+        ));
     }
 }
 
@@ -349,6 +418,7 @@ fn base_document(max_ids: usize) -> Value {
                     "404": error_response("No such job"),
                 }
             }},
+            "/api/v1/jobs/{id}/events": job_events(),
             "/api/v1/models": {"get": {
                 "summary": "Model versions per target with metrics and stage",
                 "security": [{"bearer": []}, {"apiKey": []}],
@@ -421,12 +491,14 @@ fn base_document(max_ids: usize) -> Value {
                     "targets": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Target"}},
                     "project_ids": project_ids(max_ids),
                     "all_open": {"type": "boolean"},
-                    "priority": {"$ref": "#/components/schemas/Priority"}},
+                    "priority": {"$ref": "#/components/schemas/Priority"},
+                    "callback_url": callback_url_schema()},
                     "oneOf": one_selection(&["targets"])},
                 "PredictOneRequest": {"type": "object", "additionalProperties": false, "properties": {
                     "project_ids": project_ids(max_ids),
                     "all_open": {"type": "boolean"},
-                    "priority": {"$ref": "#/components/schemas/Priority"}},
+                    "priority": {"$ref": "#/components/schemas/Priority"},
+                    "callback_url": callback_url_schema()},
                     "oneOf": one_selection(&[])},
                 "Priority": {"type": "string", "enum": Priority::names(), "default": "normal",
                     "description": "the lane the job waits in: high is served first under a backlog, low (where scheduled scoring runs) still progresses"},
@@ -447,7 +519,8 @@ fn base_document(max_ids: usize) -> Value {
                     "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"}, "progress": {"type": "number"},
                     "stage": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]},
                     "result": {"type": ["object", "null"]}, "created_at": {"type": "string"},
-                    "started_at": {"type": ["string", "null"]}, "finished_at": {"type": ["string", "null"]}}}
+                    "started_at": {"type": ["string", "null"]}, "finished_at": {"type": ["string", "null"]},
+                    "callback": callback_schema()}}
             }
         }
     })
@@ -468,7 +541,7 @@ fn ops_paths() -> Value {
         "/ops/page.js": html("Ops page script", "JavaScript"),
         "/ops/page.css": html("Ops page style sheet", "CSS"),
         "/api/v1/queues": {"get": {
-            "summary": "Per queue: waiting, scheduled, running, failed, dead, cancelled, oldest waiting age, throughput (jobs table) and the transport's own counts",
+            "summary": "Per queue: waiting, scheduled, running, failed, dead, cancelled, oldest waiting age, throughput (jobs table) and the transport's own counts; and the callback outbox by state (`callbacks`: pending, delivered, failed)",
             "security": security,
             "responses": {"200": {"description": "one entry per queue"}}
         }},

@@ -18,12 +18,15 @@ pub struct AppState {
     pub backend: BackendDb,
     pub known_projects: Arc<KnownProjects>,
     pub submitter: Submitter,
+    /// One permit per open job event stream (`EVENTS_MAX_STREAMS`).
+    pub event_streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
     pub fn new(config: Arc<Config>, store: Store, queue: Queue, backend: BackendDb) -> Self {
         AppState {
             submitter: Submitter::start(store.clone(), queue.clone()),
+            event_streams: Arc::new(tokio::sync::Semaphore::new(config.events_max_streams)),
             config,
             store,
             queue,

@@ -3,29 +3,8 @@
 
 use serde_json::{Value, json};
 
-use rpa_ml_shared::store::{JobRow, ModelRow, OpsJob};
-
-pub fn job_view(job: &JobRow) -> Value {
-    json!({
-        "job_id": job.id,
-        "kind": job.kind,
-        "queue": job.queue,
-        // Kinds outside the prediction lanes have none: null.
-        "priority": job.payload.priority(),
-        "status": job.state,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "progress": job.progress,
-        "stage": job.stage,
-        "error": job.error,
-        "request": job.payload,
-        "result": job.result,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "updated_at": job.updated_at,
-    })
-}
+pub use rpa_ml_shared::job_view::job_view;
+use rpa_ml_shared::store::{ModelRow, OpsJob};
 
 pub fn model_view(m: &ModelRow) -> Value {
     json!({
@@ -47,11 +26,13 @@ pub fn model_view(m: &ModelRow) -> Value {
 }
 
 /// A job in ops listings: the status view (without the result, which can be
-/// large; `GET /api/v1/jobs/{id}` has it) plus what ops actions left.
+/// large, and the callback; `GET /api/v1/jobs/{id}` has both) plus what ops
+/// actions left.
 pub fn ops_view(j: &OpsJob) -> Value {
-    let mut v = job_view(&j.job);
+    let mut v = job_view(&j.job, None);
     if let Value::Object(m) = &mut v {
         m.remove("result");
+        m.remove("callback");
         m.insert("has_result".into(), json!(j.job.result.is_some()));
         m.insert("retries".into(), json!(j.retries));
         m.insert("previous_error".into(), json!(j.previous_error));

@@ -4,9 +4,11 @@
 mod enums;
 
 pub mod backend;
+pub mod callback;
 pub mod config;
 mod db_error;
 pub mod demo;
+pub mod job_view;
 pub mod jobs;
 pub mod memory;
 pub mod metrics;

@@ -52,6 +52,16 @@ pub struct JobLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
 }
@@ -128,6 +138,11 @@ pub struct Metrics {
     pub forecast_oldest_age: Family<TargetLabels, FloatGauge>,
     pub score_coverage: Family<TargetLabels, FloatGauge>,
     pub score_last_success: Gauge,
+    /// Callback delivery attempts this process made: `delivered`, `retry`
+    /// (failed, due again later) or `failed` (given up).
+    pub callback_deliveries: Family<OutcomeLabels, Counter>,
+    /// Callbacks in the outbox by state, from the store.
+    pub callbacks: Family<StateLabels, Gauge>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -169,6 +184,8 @@ impl Metrics {
             forecast_oldest_age: Family::default(),
             score_coverage: Family::default(),
             score_last_success: Gauge::default(),
+            callback_deliveries: Family::default(),
+            callbacks: Family::default(),
             registry: Registry::default(),
             names: Vec::new(),
         };
@@ -286,6 +303,16 @@ impl Metrics {
             "When the last successful scoring run ended (Unix time; 0 before the first)",
             m.score_last_success.clone(),
         );
+        reg!(
+            "callback_deliveries",
+            "Callback deliveries this process attempted, by outcome (delivered; retry: failed, due again; failed: given up)",
+            m.callback_deliveries.clone(),
+        );
+        reg!(
+            "callbacks",
+            "Job callbacks in the outbox by state (pending, delivered, failed)",
+            m.callbacks.clone(),
+        );
         Metrics {
             registry,
             names,
@@ -389,6 +416,19 @@ pub async fn refresh_from_store(store: &Store) -> Result<(), StoreError> {
                 })
                 .set(v);
         }
+    }
+
+    let callbacks = store.callback_counts().await?;
+    for (state, n) in [
+        ("pending", callbacks.pending),
+        ("delivered", callbacks.delivered),
+        ("failed", callbacks.failed),
+    ] {
+        m.callbacks
+            .get_or_create(&StateLabels {
+                state: state.into(),
+            })
+            .set(n);
     }
 
     let reports = store.latest_drift_reports().await?;

@@ -24,6 +24,18 @@ pub async fn submit(
     max_attempts: i32,
     request_id: Option<String>,
 ) -> Result<Submitted, StoreError> {
+    submit_one(store, queue, payload, max_attempts, request_id, None).await
+}
+
+/// [`submit`] with a callback URL (already checked) to write with the job.
+async fn submit_one(
+    store: &Store,
+    queue: &Queue,
+    payload: JobPayload,
+    max_attempts: i32,
+    request_id: Option<String>,
+    callback_url: Option<String>,
+) -> Result<Submitted, StoreError> {
     // The row names the task id before the push, saving a second write on
     // the common path; a failed push is recorded on the row instead.
     let task_id = crate::queue::new_task_id();
@@ -34,20 +46,22 @@ pub async fn submit(
             payload,
             max_attempts,
             request_id,
+            callback_url,
         })
         .await?;
     Ok(push_new(store, queue, outcome, &task_id).await)
 }
 
-/// Like [`submit`], with the row written under an idempotency key in the
-/// same transaction; pushes only a job this call created. `Err` (inside)
-/// when the key was taken: what it answers.
+/// Like [`submit`], with the row (and its callback, if any) written under
+/// an idempotency key in the same transaction; pushes only a job this call
+/// created. `Err` (inside) when the key was taken: what it answers.
 pub async fn submit_keyed(
     store: &Store,
     queue: &Queue,
     payload: JobPayload,
     max_attempts: i32,
     request_id: Option<String>,
+    callback_url: Option<String>,
     key: &IdempotencyKey<'_>,
 ) -> Result<Result<Submitted, KeyedJob>, StoreError> {
     let task_id = crate::queue::new_task_id();
@@ -57,6 +71,7 @@ pub async fn submit_keyed(
         payload,
         max_attempts,
         request_id,
+        callback_url,
     };
     Ok(match store.insert_job_keyed(new, key).await? {
         Ok(outcome) => Ok(push_new(store, queue, outcome, &task_id).await),
@@ -113,6 +128,7 @@ struct Pending {
     payload: JobPayload,
     max_attempts: i32,
     request_id: Option<String>,
+    callback_url: Option<String>,
     reply: tokio::sync::oneshot::Sender<Result<Submitted, StoreError>>,
 }
 
@@ -148,31 +164,44 @@ impl Submitter {
         Submitter { tx, store, queue }
     }
 
+    /// Submits a job; `callback_url` (already checked) is written with it,
+    /// in its transaction.
     pub async fn submit(
         &self,
         payload: JobPayload,
         max_attempts: i32,
         request_id: Option<String>,
+        callback_url: Option<String>,
     ) -> Result<Submitted, StoreError> {
         if payload.dedup_key().is_some() {
-            return submit(&self.store, &self.queue, payload, max_attempts, request_id).await;
+            return submit_one(
+                &self.store,
+                &self.queue,
+                payload,
+                max_attempts,
+                request_id,
+                callback_url,
+            )
+            .await;
         }
         let (reply, rx) = tokio::sync::oneshot::channel();
         let pending = Pending {
             payload,
             max_attempts,
             request_id,
+            callback_url,
             reply,
         };
         if let Err(e) = self.tx.send(pending).await {
             // The writers are gone (shutting down): write this one directly.
             let p = e.0;
-            return submit(
+            return submit_one(
                 &self.store,
                 &self.queue,
                 p.payload,
                 p.max_attempts,
                 p.request_id,
+                p.callback_url,
             )
             .await;
         }
@@ -187,6 +216,7 @@ impl Submitter {
         payload: JobPayload,
         max_attempts: i32,
         request_id: Option<String>,
+        callback_url: Option<String>,
         key: &IdempotencyKey<'_>,
     ) -> Result<Result<Submitted, KeyedJob>, StoreError> {
         submit_keyed(
@@ -195,6 +225,7 @@ impl Submitter {
             payload,
             max_attempts,
             request_id,
+            callback_url,
             key,
         )
         .await
@@ -210,6 +241,7 @@ async fn write_batch(store: &Store, queue: &Queue, batch: Vec<Pending>) {
             payload: p.payload.clone(),
             max_attempts: p.max_attempts,
             request_id: p.request_id.clone(),
+            callback_url: p.callback_url.clone(),
         })
         .collect();
     let rows = match store.insert_jobs(&news).await {

@@ -506,5 +506,6 @@ pub fn predict_job(request_id: Option<String>) -> rpa_ml_shared::store::NewJob {
         }),
         max_attempts: 3,
         request_id,
+        callback_url: None,
     }
 }

@@ -8,8 +8,10 @@
 //! - `lease`: the per-job lease a running job's worker renews;
 //! - `jobs/`: one file per job kind (the handlers);
 //! - `models`: production models loaded once per process, and retention;
-//! - `queue_retention`: finished messages swept off the queue.
+//! - `queue_retention`: finished messages swept off the queue;
+//! - `callbacks`: the signed POSTs of ended jobs' views to their callback URLs.
 
+pub mod callbacks;
 pub mod cancel;
 pub mod jobs;
 pub mod kernel;

@@ -16,7 +16,7 @@ use rpa_ml_shared::store::WorkerRow;
 
 use crate::kernel::handle_message;
 use crate::state::WorkerState;
-use crate::{queue_retention, reconcile};
+use crate::{callbacks, queue_retention, reconcile};
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -84,6 +84,12 @@ pub async fn run(
         let state = state.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move { reconcile::run_loop(state, shutdown).await });
+    }
+    {
+        // Every worker delivers callbacks; the outbox's leases share them out.
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { callbacks::run_loop(state, shutdown).await });
     }
     if opts.reconcile {
         let state = state.clone();

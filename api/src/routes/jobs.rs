@@ -1,5 +1,6 @@
 //! `GET /api/v1/jobs/{id}`: a job's status and result, optionally waiting
-//! (`?wait=` seconds, bounded by `MAX_WAIT_SECS`) until it ends.
+//! (`?wait=` seconds, bounded by `MAX_WAIT_SECS`) until it ends; and
+//! `GET /api/v1/jobs/{id}/events`, the same as a stream (`events.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,9 @@ use crate::state::AppState;
 use crate::views::job_view;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/jobs/{id}", get(get_job))
+    Router::new()
+        .route("/api/v1/jobs/{id}", get(get_job))
+        .route("/api/v1/jobs/{id}/events", get(super::events::job_events))
 }
 
 #[derive(Debug, Deserialize)]
@@ -30,11 +33,7 @@ async fn get_job(
     query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::validation(format!("bad query string: {e}")))?;
-    if ulid::Ulid::from_string(&id).is_err() {
-        return Err(ApiError::not_found(format!(
-            "no job {id:?} (job ids are ULIDs)"
-        )));
-    }
+    check_job_id(&id)?;
     let wait = match q.wait {
         None => Duration::ZERO,
         Some(w) => bounded_wait(w, state.config.max_wait).ok_or_else(|| {
@@ -52,11 +51,22 @@ async fn get_job(
             .await?
             .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
         if job.state.is_terminal() || Instant::now() >= deadline {
-            return Ok(Json(job_view(&job)).into_response());
+            let callback = state.store.job_callback(&job.id).await?;
+            return Ok(Json(job_view(&job, callback.as_ref())).into_response());
         }
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
         pause = (pause * 2).min(Duration::from_millis(100));
     }
+}
+
+/// A job id that cannot exist is a 404, without asking the store.
+pub(super) fn check_job_id(id: &str) -> Result<(), ApiError> {
+    if ulid::Ulid::from_string(id).is_err() {
+        return Err(ApiError::not_found(format!(
+            "no job {id:?} (job ids are ULIDs)"
+        )));
+    }
+    Ok(())
 }
 
 /// `?wait=` as a hold of at most `max`, or `None` for NaN, an infinity or a

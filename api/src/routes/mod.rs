@@ -2,6 +2,7 @@
 //! path the router answers, built from the same tables (targets) as the
 //! router, and the OpenAPI document is checked against it.
 
+pub mod events;
 pub mod forecasts;
 pub mod jobs;
 pub mod models;
@@ -59,6 +60,7 @@ pub fn served() -> Vec<(&'static str, String)> {
         ("get", "/api/v1/openapi.json"),
         ("post", "/api/v1/predict"),
         ("get", "/api/v1/jobs/{id}"),
+        ("get", "/api/v1/jobs/{id}/events"),
         ("get", "/api/v1/models"),
         ("post", "/api/v1/models/retrain"),
         ("get", "/api/v1/models/{target}/versions/{version}"),

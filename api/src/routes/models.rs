@@ -223,7 +223,7 @@ async fn rescore(state: &AppState, reason: String) -> Option<String> {
     let payload = JobPayload::Score(ScoreJob { reason });
     match state
         .submitter
-        .submit(payload, state.config.job_max_attempts as i32, None)
+        .submit(payload, state.config.job_max_attempts as i32, None, None)
         .await
     {
         Ok(s) => Some(s.job.id),

@@ -94,7 +94,7 @@ async fn run_drift(
     let payload = JobPayload::Drift(DriftJob {
         reason: "api".into(),
     });
-    crate::routes::predict::enqueue(&state, &request, payload).await
+    crate::routes::predict::enqueue(&state, &request, payload, None).await
 }
 
 /// Each production model's hold-out metrics beside its realised metrics

@@ -310,11 +310,13 @@ async fn queues(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
             "transport_error": transport_error,
         }));
     }
+    let callbacks = state.store.callback_counts().await?;
     Ok(Json(json!({
         "queue_backend": state.queue.backend_name(),
         "store_backend": state.store.backend_name(),
         "checked_at": now,
         "queues": out,
+        "callbacks": callbacks,
     })))
 }
 

@@ -14,6 +14,7 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::json;
 
+use rpa_ml_shared::callback;
 use rpa_ml_shared::jobs::{
     JobKind, JobPayload, PredictJob, Priority, ProjectSelection, RetrainJob,
 };
@@ -50,6 +51,8 @@ struct PredictBody {
     all_open: Option<bool>,
     #[serde(default, deserialize_with = "present")]
     priority: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    callback_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,6 +64,8 @@ struct PredictOneBody {
     all_open: Option<bool>,
     #[serde(default, deserialize_with = "present")]
     priority: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    callback_url: Option<String>,
 }
 
 async fn predict(
@@ -71,7 +76,8 @@ async fn predict(
     let targets = parse_targets(body.targets.as_deref(), false)?;
     let selection = parse_selection(&state, body.project_ids, body.all_open)?;
     let priority = parse_priority(body.priority.as_deref())?;
-    submit_predict(&state, &request, targets, selection, priority).await
+    let callback = parse_callback(&state, body.callback_url.as_deref())?;
+    submit_predict(&state, &request, targets, selection, priority, callback).await
 }
 
 async fn predict_one(
@@ -82,12 +88,14 @@ async fn predict_one(
 ) -> Result<Response, ApiError> {
     let selection = parse_selection(&state, body.project_ids, body.all_open)?;
     let priority = parse_priority(body.priority.as_deref())?;
+    let callback = parse_callback(&state, body.callback_url.as_deref())?;
     submit_predict(
         &state,
         &request,
         [target].into_iter().collect(),
         selection,
         priority,
+        callback,
     )
     .await
 }
@@ -131,6 +139,17 @@ fn parse_targets(raw: Option<&[String]>, default_all: bool) -> Result<BTreeSet<T
             })
         })
         .collect()
+}
+
+/// `callback_url`, checked against CALLBACK_ALLOWED_HOSTS, as it will be
+/// stored (normalised).
+fn parse_callback(state: &AppState, raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    callback::check_url(&state.config, raw)
+        .map(|url| Some(url.to_string()))
+        .map_err(|e| ApiError::new(ErrorCode::CallbackNotAllowed, e.to_string()))
 }
 
 fn parse_selection(
@@ -178,6 +197,7 @@ async fn submit_predict(
     targets: BTreeSet<Target>,
     selection: ProjectSelection,
     priority: Priority,
+    callback_url: Option<String>,
 ) -> Result<Response, ApiError> {
     if let ProjectSelection::Ids(ids) = &selection {
         // Refuse a request none of whose projects exist, before anything is
@@ -202,7 +222,7 @@ async fn submit_predict(
         projects: selection,
         priority,
     });
-    enqueue(state, request, payload).await
+    enqueue(state, request, payload, callback_url).await
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -247,7 +267,7 @@ async fn retrain(
         reason: "api".into(),
         promote_first: false,
     });
-    enqueue(&state, &request, payload).await
+    enqueue(&state, &request, payload, None).await
 }
 
 /// Accepts a job (row first, then push) and answers 202, or 200 with the
@@ -255,10 +275,12 @@ async fn retrain(
 /// promise, and the reconciler pushes it once the queue answers again.
 /// With an `Idempotency-Key` the row is written with its key; a key taken
 /// meanwhile by a concurrent request answers as the layer would have.
+/// `callback_url` (checked) is written with the job, in its transaction.
 pub async fn enqueue(
     state: &AppState,
     request: &JobRequest,
     payload: JobPayload,
+    callback_url: Option<String>,
 ) -> Result<Response, ApiError> {
     let max_attempts = state.config.job_max_attempts as i32;
     let request_id = request.request_id.clone();
@@ -266,14 +288,14 @@ pub async fn enqueue(
         None => {
             state
                 .submitter
-                .submit(payload, max_attempts, request_id)
+                .submit(payload, max_attempts, request_id, callback_url)
                 .await?
         }
         Some(claim) => {
             let key = claim.store_key(&state.config);
             match state
                 .submitter
-                .submit_keyed(payload, max_attempts, request_id, &key)
+                .submit_keyed(payload, max_attempts, request_id, callback_url, &key)
                 .await?
             {
                 Ok(s) => s,

@@ -161,30 +161,47 @@ impl Config {
     /// An entry without a port allows any port; `*.example.com` allows
     /// subdomains of example.com but not example.com itself.
     pub fn host_allowed(&self, host_header: &str) -> bool {
-        let Some((host, port)) = split_host_port(host_header.trim()) else {
+        hosts_match(&self.allowed_hosts, host_header)
+    }
+
+    /// Whether a callback may go to `host_port` (a URL's host, IPv6 in
+    /// brackets, and its port): `CALLBACK_ALLOWED_HOSTS`, matched as
+    /// [`Config::host_allowed`] matches. Nothing is allowed when it is empty.
+    pub fn callback_host_allowed(&self, host_port: &str) -> bool {
+        hosts_match(&self.callback_allowed_hosts, host_port)
+    }
+}
+
+/// Whether `host_header` (host, optional port) is one of `allowed`.
+fn hosts_match(allowed: &[String], host_header: &str) -> bool {
+    let Some((host, port)) = split_host_port(host_header.trim()) else {
+        return false;
+    };
+    let host = normalize_host(host);
+    allowed.iter().any(|entry| {
+        if entry == "*" {
+            return true;
+        }
+        let Some((entry_host, entry_port)) = split_host_port(entry) else {
             return false;
         };
-        let host = normalize_host(host);
-        self.allowed_hosts.iter().any(|entry| {
-            if entry == "*" {
-                return true;
-            }
-            let Some((entry_host, entry_port)) = split_host_port(entry) else {
-                return false;
-            };
-            let host_matches = match entry_host.strip_prefix('*') {
-                Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
-                None => host == entry_host,
-            };
-            host_matches && (entry_port.is_none() || entry_port == port)
-        })
-    }
+        let host_matches = match entry_host.strip_prefix('*') {
+            Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+            None => host == entry_host,
+        };
+        host_matches && (entry_port.is_none() || entry_port == port)
+    })
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let key = if self.ml_api_key.expose_secret().is_empty() {
             "(empty: auth disabled)"
+        } else {
+            "[REDACTED]"
+        };
+        let secret = if self.callback_secret.expose_secret().is_empty() {
+            "(not set)"
         } else {
             "[REDACTED]"
         };
@@ -262,6 +279,13 @@ impl fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_projects_per_request", &self.max_projects_per_request)
             .field("max_wait", &self.max_wait)
+            .field("callback_allowed_hosts", &self.callback_allowed_hosts)
+            .field("callback_secret", &secret)
+            .field("callback_max_attempts", &self.callback_max_attempts)
+            .field("callback_backoff", &self.callback_backoff)
+            .field("callback_timeout", &self.callback_timeout)
+            .field("events_max_streams", &self.events_max_streams)
+            .field("events_max", &self.events_max)
             .field("worker_metrics_port", &self.worker_metrics_port)
             .finish()
     }

@@ -430,6 +430,36 @@ impl Kind for AllowedHosts {
 }
 
 /// A cron expression, stored in the form `cron::Schedule::from_str` takes.
+/// The hosts callbacks may go to: like [`AllowedHosts`], but blank means
+/// none (callbacks off) and `*` is refused.
+pub(super) struct CallbackHosts;
+
+impl Kind for CallbackHosts {
+    type Value = Vec<String>;
+
+    fn parse(&self, raw: &str) -> Result<Vec<String>, String> {
+        let expected = "expected a comma-separated list of hostnames or IP addresses, each with \
+                        an optional :port (\"*.example.com\" for subdomains), or nothing";
+        if raw.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut hosts = Vec::new();
+        for entry in raw.split(',').map(str::trim) {
+            if entry == "*" {
+                return Err(format!(
+                    "\"*\" would let any client make this service POST to any address; \
+                     {expected}"
+                ));
+            }
+            let Some(normalized) = normalize_allowed_host(entry) else {
+                return Err(format!("{expected}, got {entry:?} in {raw:?}"));
+            };
+            hosts.push(normalized);
+        }
+        Ok(hosts)
+    }
+}
+
 pub(super) struct Cron;
 
 impl Kind for Cron {

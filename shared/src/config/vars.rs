@@ -6,8 +6,8 @@
 use secrecy::ExposeSecret;
 
 use super::parse::{
-    AllowedHosts, Bool, Cron, DatabaseUrl, Days, Float, Int, ListenHost, LogLevel, Millis,
-    Optional, Path, Port, QueuePrefix, Reader, RedisUrl, Secret, Secs, Text, TextOrJson,
+    AllowedHosts, Bool, CallbackHosts, Cron, DatabaseUrl, Days, Float, Int, ListenHost, LogLevel,
+    Millis, Optional, Path, Port, QueuePrefix, Reader, RedisUrl, Secret, Secs, Text, TextOrJson,
 };
 use super::{ConfigError, invalid};
 
@@ -141,6 +141,37 @@ declare! {
                 => max_projects_per_request: usize;
             /// Longest a client may block on ?wait= for a job's result, in seconds (0 disables waiting).
             MAX_WAIT_SECS = "30", Secs { min: 0 } => max_wait: std::time::Duration;
+        }
+    }
+
+    section "Callbacks and job event streams" {
+        {
+            /// Hosts a job's callback_url may point at: a comma-separated list of hostnames or
+            /// IP addresses, each with an optional :port (without one, any port);
+            /// *.example.com matches subdomains of example.com. Empty: callbacks are refused
+            /// (no callbacks to arbitrary addresses). "*" is not accepted: name the receivers.
+            CALLBACK_ALLOWED_HOSTS = "", CallbackHosts => callback_allowed_hosts: Vec<String>,
+                "Stored lower-cased; use [`Config::callback_host_allowed`].";
+            /// Key of the HMAC-SHA256 signature on every callback, one per deployment; the
+            /// receiver holds the same value. REQUIRED when CALLBACK_ALLOWED_HOSTS is set.
+            /// Use a long random value: openssl rand -hex 32
+            CALLBACK_SECRET = "", Secret => callback_secret: secrecy::SecretString;
+            /// Deliveries tried per callback before it is marked failed (1-100).
+            CALLBACK_MAX_ATTEMPTS = "8", Int::between(1, 100) => callback_max_attempts: u32;
+            /// Pause after the first failed delivery, in milliseconds, doubled after each
+            /// further failure up to an hour (1-3600000).
+            CALLBACK_BACKOFF_MS = "1000", Millis { max: Some(3_600_000) }
+                => callback_backoff: std::time::Duration;
+            /// Longest one delivery may take, connect to response, in seconds (>= 1).
+            CALLBACK_TIMEOUT_SECS = "10", Secs { min: 1 } => callback_timeout: std::time::Duration;
+        }
+        {
+            /// Concurrent GET /api/v1/jobs/{id}/events streams one api process serves; past
+            /// it a new stream is refused with 503 too_many_streams (1-100000).
+            EVENTS_MAX_STREAMS = "100", Int::between(1, 100_000) => events_max_streams: usize;
+            /// Longest one event stream stays open, in seconds; it then ends with a
+            /// `timeout` event and the client reconnects (>= 1).
+            EVENTS_MAX_SECS = "300", Secs { min: 1 } => events_max: std::time::Duration;
         }
     }
 
@@ -326,6 +357,13 @@ pub(super) fn check_rules(c: &Config) -> Result<(), ConfigError> {
             "required unless DEBUG=true (an empty key disables authentication, \
              which is only allowed in debug); set a long random value, \
              e.g. from `openssl rand -hex 32`",
+        ));
+    }
+    if !c.callback_allowed_hosts.is_empty() && c.callback_secret.expose_secret().is_empty() {
+        return Err(invalid(
+            "CALLBACK_SECRET",
+            "required when CALLBACK_ALLOWED_HOSTS is set (every callback is signed with it); \
+             set a long random value, e.g. from `openssl rand -hex 32`",
         ));
     }
     if c.worker_dead_after <= c.worker_heartbeat {

@@ -5,8 +5,10 @@
 use chrono::{DateTime, Utc};
 
 use super::jobs::{
-    ACTIVE_DUPLICATE, INSERT_JOB, InsertOutcome, JobRow, NewJob, RawJob, bind_new_job, no_duplicate,
+    ACTIVE_DUPLICATE, INSERT_JOB, InsertOutcome, JobRow, NewJob, RawJob, bind_new_job,
+    insert_callbacks, no_duplicate, values_rows,
 };
+use super::text::storable;
 use super::{Store, StoreError};
 
 /// A request's `Idempotency-Key` and what it asked for.
@@ -95,6 +97,7 @@ impl Store {
         job: &NewJob,
         key: &IdempotencyKey<'_>,
     ) -> Result<Option<InsertOutcome>, StoreError> {
+        job.check_callback()?;
         let now = Utc::now();
         let outcome = on_pool!(self, p => {
             let mut tx = p.begin().await?;
@@ -123,7 +126,10 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
             let outcome = match inserted {
-                Some(raw) => InsertOutcome::Created(raw.try_into()?),
+                Some(raw) => {
+                    insert_callbacks!(&mut *tx, std::slice::from_ref(job), now);
+                    InsertOutcome::Created(raw.try_into()?)
+                }
                 None => {
                     let dedup = job.payload.dedup_key();
                     let existing: Option<RawJob> = sqlx::query_as(ACTIVE_DUPLICATE)

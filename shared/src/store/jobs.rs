@@ -163,7 +163,51 @@ pub struct NewJob {
     pub payload: JobPayload,
     pub max_attempts: i32,
     pub request_id: Option<String>,
+    /// Where to POST the job view when the job ends: an outbox row written
+    /// in the job's transaction. Only for kinds that are never
+    /// deduplicated (a job collapsed onto another has no row of its own to
+    /// hang it on); the caller has checked the URL.
+    pub callback_url: Option<String>,
 }
+
+impl NewJob {
+    /// Refuses a callback on a deduplicated kind (see `callback_url`).
+    pub(super) fn check_callback(&self) -> Result<(), StoreError> {
+        if self.callback_url.is_some() && self.payload.dedup_key().is_some() {
+            return Err(StoreError::Query(format!(
+                "a {} job cannot carry a callback: its kind is deduplicated",
+                self.payload.kind()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Writes the outbox rows of the jobs in `jobs` that carry a callback, on
+/// `$conn` (the transaction that wrote the jobs), at `$now`.
+macro_rules! insert_callbacks {
+    ($conn:expr, $jobs:expr, $now:expr) => {{
+        let with: Vec<&NewJob> = $jobs.iter().filter(|j| j.callback_url.is_some()).collect();
+        if !with.is_empty() {
+            let mut sql = String::from(super::callbacks::INSERT_CALLBACKS);
+            sql.push_str(&values_rows(
+                with.len(),
+                4,
+                super::callbacks::CALLBACK_VALUES,
+            ));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+            for j in &with {
+                q = q
+                    .bind(ulid::Ulid::new().to_string())
+                    .bind(&j.id)
+                    .bind(j.callback_url.as_deref().map(storable))
+                    .bind($now);
+            }
+            q.execute($conn).await?;
+        }
+    }};
+}
+pub(super) use insert_callbacks;
 
 #[derive(Debug)]
 pub enum InsertOutcome {
@@ -314,6 +358,10 @@ impl Store {
                 "($1, $2, $3, $4, 'queued', 0, $5, 0, $6, $7, $7, $7, $8, $7)",
             ));
             sql.push_str(concat!(" RETURNING ", job_columns!()));
+            for j in chunk {
+                j.check_callback()?;
+            }
+            let with_callbacks = chunk.iter().any(|j| j.callback_url.is_some());
             let raws: Vec<RawJob> = on_pool!(self, p => {
                 let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()));
                 for j in chunk {
@@ -328,7 +376,17 @@ impl Store {
                         .bind(now)
                         .bind(&j.queue_task_id);
                 }
-                q.fetch_all(p).await
+                if with_callbacks {
+                    // Jobs and their callbacks commit together: an accepted
+                    // callback is never lost.
+                    let mut tx = p.begin().await?;
+                    let raws = q.fetch_all(&mut *tx).await?;
+                    insert_callbacks!(&mut *tx, chunk, now);
+                    tx.commit().await?;
+                    Ok::<Vec<RawJob>, sqlx::Error>(raws)
+                } else {
+                    q.fetch_all(p).await
+                }
             })?;
             let mut by_id: std::collections::HashMap<String, JobRow> = raws
                 .into_iter()
@@ -375,11 +433,21 @@ impl Store {
     /// One round of [`Store::insert_job`]: `None` when the insert lost to a
     /// duplicate that is no longer active.
     async fn try_insert_job(&self, job: &NewJob) -> Result<Option<InsertOutcome>, StoreError> {
+        job.check_callback()?;
         let now = Utc::now();
         let inserted: Option<RawJob> = on_pool!(self, p => {
-            bind_new_job!(sqlx::query_as(INSERT_JOB), job, now)
-                .fetch_optional(p)
-                .await
+            let q = bind_new_job!(sqlx::query_as(INSERT_JOB), job, now);
+            if job.callback_url.is_some() {
+                let mut tx = p.begin().await?;
+                let raw: Option<RawJob> = q.fetch_optional(&mut *tx).await?;
+                if raw.is_some() {
+                    insert_callbacks!(&mut *tx, std::slice::from_ref(job), now);
+                }
+                tx.commit().await?;
+                Ok::<Option<RawJob>, sqlx::Error>(raw)
+            } else {
+                q.fetch_optional(p).await
+            }
         })?;
         if let Some(raw) = inserted {
             return Ok(Some(InsertOutcome::Created(raw.try_into()?)));
@@ -623,7 +691,7 @@ fn latest_sql(n: usize) -> String {
 /// `n` comma-separated copies of `row`, whose `$k` placeholders are
 /// renumbered for each copy (copy i uses `$(i * per_row + k)`): the VALUES
 /// list of a multi-row INSERT.
-fn values_rows(n: usize, per_row: usize, row: &str) -> String {
+pub(super) fn values_rows(n: usize, per_row: usize, row: &str) -> String {
     let mut out = String::with_capacity(n * (row.len() + 8));
     for i in 0..n {
         if i > 0 {

@@ -14,6 +14,8 @@ pub struct Purged {
     pub schedule_ticks: u64,
     pub workers: u64,
     pub idempotency_keys: u64,
+    /// Callback outbox rows whose job is gone.
+    pub callbacks: u64,
 }
 
 /// Where each cut-off falls; everything finished before it goes.
@@ -63,6 +65,12 @@ impl Store {
         for (n, (sql, cutoff)) in removed.iter_mut().zip(deletes) {
             *n = exec!(self, sql, cutoff)?;
         }
+        // After the jobs: their callbacks go with them, delivered or not.
+        let callbacks = exec!(
+            self,
+            "DELETE FROM job_callbacks \
+             WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = job_callbacks.job_id)"
+        )?;
         let [
             jobs,
             failed_jobs,
@@ -78,6 +86,7 @@ impl Store {
             schedule_ticks,
             workers,
             idempotency_keys,
+            callbacks,
         })
     }
 

@@ -87,6 +87,7 @@ macro_rules! fetch {
 }
 
 mod artifacts;
+mod callbacks;
 mod drift;
 mod forecasts;
 mod idempotency;
@@ -99,6 +100,7 @@ mod reconcile;
 mod text;
 mod workers;
 
+pub use callbacks::{AttemptOutcome, CallbackCounts, CallbackRow, CallbackState};
 pub use drift::{DriftReportRow, PredictionCount, StoredPrediction};
 pub use forecasts::{ForecastSummary, LatestPrediction};
 pub use idempotency::{IdempotencyKey, KeyedJob};

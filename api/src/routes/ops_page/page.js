@@ -100,6 +100,16 @@ function renderQueues(data) {
       { label: "done 5 min", num: 1 }, { label: "done 1 h", num: 1 }, "transport"], rows));
 }
 
+function renderCallbacks(data) {
+  const c = data.callbacks || {};
+  replace("callbacks",
+    table([{ label: "pending", num: 1 }, { label: "delivered", num: 1 }, { label: "failed", num: 1 }],
+      [el("tr", {},
+        el("td", { class: "num", "data-callbacks": "pending" }, c.pending),
+        el("td", { class: "num", "data-callbacks": "delivered" }, c.delivered),
+        el("td", { class: c.failed ? "num error" : "num", "data-callbacks": "failed" }, c.failed))]));
+}
+
 async function retryJob(id, button) {
   button.disabled = true;
   button.textContent = "retrying…";
@@ -400,6 +410,7 @@ async function refresh() {
       replace(id, el("p", { class: "error" }, msg));
     };
     ok(0) ? renderQueues(ok(0)) : fail("queues", 0);
+    ok(0) ? renderCallbacks(ok(0)) : fail("callbacks", 0);
     ok(1) ? renderJobs("failed-jobs", ok(1), "no failed or dead jobs") : fail("failed-jobs", 1);
     ok(2) ? renderJobs("recent-jobs", ok(2), "no jobs yet") : fail("recent-jobs", 2);
     ok(3) ? renderWorkers(ok(3)) : fail("workers", 3);
