@@ -120,9 +120,22 @@ impl Queue {
     }
 
     pub async fn connect_sqlite(pool: SqlitePool) -> Result<Queue, QueueError> {
-        SqliteStorage::setup(&pool)
-            .await
-            .map_err(|e| QueueError::Other(format!("apalis-sqlite setup: {e}")))?;
+        // Processes started together on one new queue file (api and workers
+        // of one host) race to apply apalis's migrations: the loser's
+        // transaction rolls back on the version already recorded, and on a
+        // second look there is nothing left to apply.
+        let mut tries = 0;
+        loop {
+            match SqliteStorage::setup(&pool).await {
+                Ok(()) => break,
+                Err(e) if tries < 5 && e.to_string().contains("_sqlx_migrations") => {
+                    tries += 1;
+                    tracing::debug!(error = %e, "queue migrations raced another process; looking again");
+                    tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                }
+                Err(e) => return Err(QueueError::Other(format!("apalis-sqlite setup: {e}"))),
+            }
+        }
         Ok(Queue::Sqlite(SqliteQueue {
             pool: Some(pool),
             wakers: Arc::default(),
