@@ -122,13 +122,15 @@ impl Queue {
     pub async fn connect_sqlite(pool: SqlitePool) -> Result<Queue, QueueError> {
         // Processes started together on one new queue file (api and workers
         // of one host) race to apply apalis's migrations: the loser's
-        // transaction rolls back on the version already recorded, and on a
-        // second look there is nothing left to apply.
+        // transaction rolls back (on the version already recorded, or on a
+        // column the winner just added), and on a second look there is
+        // nothing left to apply. Each migration runs in a transaction, so a
+        // retry never finds one half applied.
         let mut tries = 0;
         loop {
             match SqliteStorage::setup(&pool).await {
                 Ok(()) => break,
-                Err(e) if tries < 5 && e.to_string().contains("_sqlx_migrations") => {
+                Err(e) if tries < 5 && e.to_string().contains("migration") => {
                     tries += 1;
                     tracing::debug!(error = %e, "queue migrations raced another process; looking again");
                     tokio::time::sleep(Duration::from_millis(100 * tries)).await;
