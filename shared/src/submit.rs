@@ -38,17 +38,9 @@ async fn submit_one(
 ) -> Result<Submitted, StoreError> {
     // The row names the task id before the push, saving a second write on
     // the common path; a failed push is recorded on the row instead.
-    let task_id = crate::queue::new_task_id();
-    let outcome = store
-        .insert_job(NewJob {
-            id: ulid::Ulid::new().to_string(),
-            queue_task_id: task_id.clone(),
-            payload,
-            max_attempts,
-            request_id,
-            callback_url,
-        })
-        .await?;
+    let new = NewJob::fresh(payload, max_attempts, request_id, callback_url);
+    let task_id = new.queue_task_id.clone();
+    let outcome = store.insert_job(new).await?;
     Ok(push_new(store, queue, outcome, &task_id).await)
 }
 
@@ -64,15 +56,8 @@ pub async fn submit_keyed(
     callback_url: Option<String>,
     key: &IdempotencyKey<'_>,
 ) -> Result<Result<Submitted, KeyedJob>, StoreError> {
-    let task_id = crate::queue::new_task_id();
-    let new = NewJob {
-        id: ulid::Ulid::new().to_string(),
-        queue_task_id: task_id.clone(),
-        payload,
-        max_attempts,
-        request_id,
-        callback_url,
-    };
+    let new = NewJob::fresh(payload, max_attempts, request_id, callback_url);
+    let task_id = new.queue_task_id.clone();
     Ok(match store.insert_job_keyed(new, key).await? {
         Ok(outcome) => Ok(push_new(store, queue, outcome, &task_id).await),
         Err(found) => Err(found),
@@ -235,13 +220,13 @@ impl Submitter {
 async fn write_batch(store: &Store, queue: &Queue, batch: Vec<Pending>) {
     let news: Vec<NewJob> = batch
         .iter()
-        .map(|p| NewJob {
-            id: ulid::Ulid::new().to_string(),
-            queue_task_id: crate::queue::new_task_id(),
-            payload: p.payload.clone(),
-            max_attempts: p.max_attempts,
-            request_id: p.request_id.clone(),
-            callback_url: p.callback_url.clone(),
+        .map(|p| {
+            NewJob::fresh(
+                p.payload.clone(),
+                p.max_attempts,
+                p.request_id.clone(),
+                p.callback_url.clone(),
+            )
         })
         .collect();
     let rows = match store.insert_jobs(&news).await {

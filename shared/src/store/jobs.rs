@@ -171,6 +171,25 @@ pub struct NewJob {
 }
 
 impl NewJob {
+    /// A job with a new id and a new queue task id.
+    pub fn fresh(
+        payload: JobPayload,
+        max_attempts: i32,
+        request_id: Option<String>,
+        callback_url: Option<String>,
+    ) -> Self {
+        NewJob {
+            id: ulid::Ulid::new().to_string(),
+            queue_task_id: crate::queue::new_task_id(),
+            payload,
+            max_attempts,
+            request_id,
+            callback_url,
+        }
+    }
+}
+
+impl NewJob {
     /// Refuses a callback on a deduplicated kind (see `callback_url`).
     pub(super) fn check_callback(&self) -> Result<(), StoreError> {
         if self.callback_url.is_some() && self.payload.dedup_key().is_some() {
